@@ -1,0 +1,96 @@
+"""Idempotency keys, enforced by the database (DESIGN §4 rule 2).
+
+Each service keeps an `idempotency_record` table in its own database. A mutating activity
+runs its effect and inserts its key in one transaction, so the primary key's uniqueness
+makes a repeat return the first result instead of applying the effect twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Field, Session, SQLModel
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from common.db import SessionFactory
+
+ResultT = TypeVar("ResultT")
+
+
+class IdempotencyRecord(SQLModel, table=True):
+    __tablename__ = "idempotency_record"
+
+    key: str = Field(primary_key=True, max_length=300)
+    operation: str = Field(max_length=64)
+    result_json: str
+    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def current_attempt() -> int:
+    return activity.info().attempt if activity.in_activity() else 1
+
+
+def run_once(
+    open_session: SessionFactory,
+    key: str,
+    operation: str,
+    result_type: type[ResultT],
+    effect: Callable[[Session], ResultT],
+) -> ResultT:
+    """Apply `effect` at most once per `key`; later calls return the stored first result.
+
+    `effect` must not commit. Raising from it rolls everything back and stores nothing,
+    so a business failure leaves no trace and a retry evaluates afresh.
+    """
+    with open_session() as session:
+        stored = _load(session, key, operation, result_type)
+        if stored is not None:
+            return stored
+        result = effect(session)
+        session.add(
+            IdempotencyRecord(
+                key=key, operation=operation, result_json=json.dumps(_to_json(result))
+            )
+        )
+        try:
+            session.commit()
+        except IntegrityError:
+            # A concurrent attempt with the same key won the race (possible on PostgreSQL);
+            # its result is the one that counts.
+            session.rollback()
+            stored = _load(session, key, operation, result_type)
+            if stored is None:
+                raise
+            return stored
+        return result
+
+
+def _load(
+    session: Session, key: str, operation: str, result_type: type[ResultT]
+) -> ResultT | None:
+    record = session.get(IdempotencyRecord, key)
+    if record is None:
+        return None
+    if record.operation != operation:
+        raise ApplicationError(
+            f"idempotency key {key!r} was first used for {record.operation!r}, not {operation!r}",
+            type="IdempotencyKeyReused",
+            non_retryable=True,
+        )
+    return result_type(**json.loads(record.result_json))
+
+
+def _to_json(result: Any) -> dict[str, Any]:
+    if not dataclasses.is_dataclass(result) or isinstance(result, type):
+        raise TypeError(f"activity results must be dataclasses, got {type(result)!r}")
+    return dataclasses.asdict(result)

@@ -1,0 +1,61 @@
+"""Settings shared by every process, read from the environment or `.env`.
+
+Every variable is prefixed ``SAGAWORKS_``; e.g. ``SAGAWORKS_TEMPORAL_ADDRESS``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATA_DIR = Path("data")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="SAGAWORKS_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    # Temporal connection: the dev server by default, a cluster or Temporal Cloud by setting.
+    temporal_address: str = "127.0.0.1:7233"
+    temporal_namespace: str = "default"
+    temporal_tls: bool = False
+    temporal_api_key: SecretStr | None = None
+    temporal_connect_timeout_s: float = Field(default=60.0, gt=0)
+
+    # One task queue per service (DESIGN §2). Tests override them with UUIDs.
+    orders_task_queue: str = "orders"
+    inventory_task_queue: str = "inventory"
+    payments_task_queue: str = "payments"
+    shipping_task_queue: str = "shipping"
+
+    # Each service owns its database; SQLite files under data_dir unless a URL is set.
+    data_dir: Path = DEFAULT_DATA_DIR
+    inventory_database_url: str | None = None
+    payments_database_url: str | None = None
+    shipping_database_url: str | None = None
+
+    # Business rules carried into each saga's input so workflow code stays deterministic.
+    approval_threshold_cents: int = Field(default=100_000, ge=0)
+    approval_timeout_s: int = Field(default=3600, gt=0)
+    step_timeout_s: int = Field(default=30, gt=0)
+
+    # Gateway bounds: a request never waits longer than this on Temporal or a worker.
+    api_temporal_timeout_s: float = Field(default=5.0, gt=0)
+
+    # Worker bulkhead: concurrent activities per worker process.
+    max_concurrent_activities: int = Field(default=50, gt=0)
+
+    def database_url(self, service: str) -> str:
+        explicit: str | None = getattr(self, f"{service}_database_url")
+        if explicit:
+            return explicit
+        return f"sqlite:///{self.data_dir / f'{service}.db'}"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,26 @@
+"""`python -m workers.inventory`: the inventory service's worker."""
+
+from __future__ import annotations
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.inventory import TABLES, InventoryActivities, seed_catalogue
+from common.settings import Settings
+from workers.runner import main
+from workers.service import build_service_worker
+
+
+def build(client: Client, settings: Settings) -> Worker:
+    def activities(open_session):  # type: ignore[no-untyped-def]
+        service = InventoryActivities(open_session)
+        return [service.reserve_stock, service.release_stock]
+
+    return build_service_worker(
+        client, settings, service="inventory", tables=TABLES, activities=activities,
+        on_start=seed_catalogue,
+    )
+
+
+if __name__ == "__main__":
+    main("inventory", build)

@@ -1,0 +1,30 @@
+"""`python -m workers.payments`: the payments service's worker."""
+
+from __future__ import annotations
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.payments import TABLES, PaymentActivities
+from common.settings import Settings
+from workers.runner import main
+from workers.service import build_service_worker
+
+
+def build(client: Client, settings: Settings) -> Worker:
+    def activities(open_session):  # type: ignore[no-untyped-def]
+        service = PaymentActivities(open_session)
+        return [
+            service.authorize_payment,
+            service.capture_payment,
+            service.void_payment,
+            service.refund_payment,
+        ]
+
+    return build_service_worker(
+        client, settings, service="payments", tables=TABLES, activities=activities
+    )
+
+
+if __name__ == "__main__":
+    main("payments", build)

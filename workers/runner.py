@@ -1,0 +1,58 @@
+"""Run one Temporal worker until SIGINT or SIGTERM, then shut it down gracefully."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from contextlib import suppress
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from common.settings import Settings, get_settings
+from common.temporal import connect_with_retry
+
+log = logging.getLogger("sagaworks.worker")
+
+WorkerFactory = Callable[[Client, Settings], Worker]
+
+
+async def serve(name: str, build: WorkerFactory, settings: Settings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    client = await connect_with_retry(settings)
+    worker = build(client, settings)
+    log.info("%s worker polling task queue %r at %s", name, worker.task_queue,
+             settings.temporal_address)
+    run = asyncio.create_task(worker.run())
+    stopped = asyncio.create_task(stop.wait())
+    await asyncio.wait([run, stopped], return_when=asyncio.FIRST_COMPLETED)
+    if not run.done():
+        log.info("%s worker draining in-flight tasks", name)
+        await worker.shutdown()
+    with suppress(asyncio.CancelledError):
+        await run  # re-raises a worker failure, so the process exits non-zero
+    log.info("%s worker stopped", name)
+
+
+def main(name: str, build: WorkerFactory) -> None:
+    logging.basicConfig(
+        level=os.environ.get("SAGAWORKS_LOG_LEVEL", "INFO"),
+        format=f"%(asctime)s {name} %(levelname)s %(message)s",
+    )
+    code = 0
+    try:
+        asyncio.run(serve(name, build, get_settings()))
+    except Exception as err:  # a clear line, not a traceback, for a newcomer's terminal
+        log.error("%s worker failed: %s", name, err)
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Avoid the interpreter-exit abort in the Temporal core (sdk-python#300).
+    os._exit(code)

@@ -1,0 +1,25 @@
+"""`python -m workers.shipping`: the shipping service's worker."""
+
+from __future__ import annotations
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.shipping import TABLES, ShippingActivities
+from common.settings import Settings
+from workers.runner import main
+from workers.service import build_service_worker
+
+
+def build(client: Client, settings: Settings) -> Worker:
+    def activities(open_session):  # type: ignore[no-untyped-def]
+        service = ShippingActivities(open_session)
+        return [service.create_shipment, service.cancel_shipment]
+
+    return build_service_worker(
+        client, settings, service="shipping", tables=TABLES, activities=activities
+    )
+
+
+if __name__ == "__main__":
+    main("shipping", build)

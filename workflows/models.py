@@ -1,0 +1,239 @@
+"""Dataclasses that cross the workflow/activity boundary: one in and one out per call.
+
+Pure data, no I/O, so both workflow code (sandboxed) and service code can import them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+from workflows.saga import CompensationRecord
+
+
+class OrderState(StrEnum):
+    PENDING = "PENDING"
+    AWAITING_APPROVAL = "AWAITING_APPROVAL"
+    COMPENSATING = "COMPENSATING"
+    COMPLETED = "COMPLETED"
+    COMPENSATED = "COMPENSATED"
+    FAILED = "FAILED"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (OrderState.COMPLETED, OrderState.COMPENSATED, OrderState.FAILED)
+
+
+class FailureReason(StrEnum):
+    OUT_OF_STOCK = "OUT_OF_STOCK"
+    PAYMENT_DECLINED = "PAYMENT_DECLINED"
+    UNDELIVERABLE = "UNDELIVERABLE"
+    CANCELLED_BY_CUSTOMER = "CANCELLED_BY_CUSTOMER"
+    APPROVAL_TIMEOUT = "APPROVAL_TIMEOUT"
+    REJECTED_BY_OPERATOR = "REJECTED_BY_OPERATOR"
+
+
+class BusinessError:
+    """Stable `ApplicationError.type` values for non-retryable business failures."""
+
+    OUT_OF_STOCK = "OutOfStock"
+    PAYMENT_DECLINED = "PaymentDeclined"
+    UNDELIVERABLE = "Undeliverable"
+
+
+# --- order input -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OrderItem:
+    sku: str
+    quantity: int
+
+
+@dataclass(frozen=True)
+class Address:
+    name: str
+    line1: str
+    city: str
+    postal_code: str
+    country: str
+
+
+@dataclass(frozen=True)
+class TaskQueues:
+    inventory: str = "inventory"
+    payments: str = "payments"
+    shipping: str = "shipping"
+
+
+@dataclass(frozen=True)
+class OrderInput:
+    order_id: str
+    customer_id: str
+    items: list[OrderItem]
+    card_token: str
+    shipping_address: Address
+    # Carried in the input, not read from settings, so replays see the same values.
+    approval_threshold_cents: int = 100_000
+    approval_timeout_s: int = 3600
+    step_timeout_s: int = 30
+    task_queues: TaskQueues = field(default_factory=TaskQueues)
+
+
+# --- order status (the `status` query and the workflow result) ----------------------------
+
+
+@dataclass
+class StepRecord:
+    name: str
+    status: str = "running"  # running | succeeded | failed | cancelled
+    attempts: int = 0
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    error: str | None = None
+
+
+@dataclass
+class OrderStatus:
+    order_id: str
+    customer_id: str
+    status: OrderState = OrderState.PENDING
+    failure_reason: FailureReason | None = None
+    current_step: str | None = None
+    total_cents: int | None = None
+    tracking_number: str | None = None
+    cancel_requested: bool = False
+    steps: list[StepRecord] = field(default_factory=list)
+    compensations: list[CompensationRecord] = field(default_factory=list)
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class CancelRequest:
+    reason: str = "customer request"
+
+
+@dataclass(frozen=True)
+class ApprovalDecision:
+    approved: bool
+    operator: str = "operator"
+    note: str = ""
+
+
+# --- inventory -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReserveStockInput:
+    idempotency_key: str
+    order_id: str
+    items: list[OrderItem]
+
+
+@dataclass(frozen=True)
+class ReserveStockResult:
+    reservation_id: str
+    total_cents: int
+    attempt: int = 1
+
+
+@dataclass(frozen=True)
+class ReleaseStockInput:
+    idempotency_key: str
+    reservation_key: str
+    order_id: str
+
+
+@dataclass(frozen=True)
+class ReleaseStockResult:
+    released: bool
+
+
+# --- payments ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AuthorizePaymentInput:
+    idempotency_key: str
+    order_id: str
+    card_token: str
+    amount_cents: int
+
+
+@dataclass(frozen=True)
+class AuthorizePaymentResult:
+    payment_id: str
+    status: str
+    attempt: int = 1
+
+
+@dataclass(frozen=True)
+class CapturePaymentInput:
+    idempotency_key: str
+    authorization_key: str
+    order_id: str
+
+
+@dataclass(frozen=True)
+class CapturePaymentResult:
+    payment_id: str
+    status: str
+    attempt: int = 1
+
+
+@dataclass(frozen=True)
+class VoidPaymentInput:
+    """Undo an authorization: void it, or refund it if it was already captured."""
+
+    idempotency_key: str
+    authorization_key: str
+    order_id: str
+
+
+@dataclass(frozen=True)
+class VoidPaymentResult:
+    outcome: str  # voided | refunded | nothing_to_undo | already_undone
+
+
+@dataclass(frozen=True)
+class RefundPaymentInput:
+    idempotency_key: str
+    authorization_key: str
+    order_id: str
+
+
+@dataclass(frozen=True)
+class RefundPaymentResult:
+    outcome: str  # refunded | nothing_to_refund | already_refunded
+
+
+# --- shipping ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CreateShipmentInput:
+    idempotency_key: str
+    order_id: str
+    address: Address
+    items: list[OrderItem]
+
+
+@dataclass(frozen=True)
+class CreateShipmentResult:
+    shipment_id: str
+    tracking_number: str
+    attempt: int = 1
+
+
+@dataclass(frozen=True)
+class CancelShipmentInput:
+    idempotency_key: str
+    shipment_key: str
+    order_id: str
+
+
+@dataclass(frozen=True)
+class CancelShipmentResult:
+    cancelled: bool
