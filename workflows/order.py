@@ -117,6 +117,17 @@ class OrderWorkflow:
         if self._shipping_started:
             raise ValueError("order has shipped; it can no longer be cancelled")
 
+    @workflow.signal
+    def request_cancel(self, request: CancelRequest) -> None:
+        # The fire-and-forget twin of the `cancel` update, for callers that cannot wait:
+        # honoured on the same terms, and ignored (logged) where the update would refuse.
+        try:
+            self._validate_cancel(request)
+        except ValueError as refused:
+            workflow.logger.info("ignoring cancel signal: %s", refused)
+            return
+        self.cancel(request)
+
     @workflow.update
     def decide(self, decision: ApprovalDecision) -> OrderStatus:
         self._decision = decision
