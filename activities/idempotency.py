@@ -75,9 +75,7 @@ def run_once(
         return result
 
 
-def _load(
-    session: Session, key: str, operation: str, result_type: type[ResultT]
-) -> ResultT | None:
+def _load(session: Session, key: str, operation: str, result_type: type[ResultT]) -> ResultT | None:
     record = session.get(IdempotencyRecord, key)
     if record is None:
         return None

@@ -145,8 +145,9 @@ def _void(session: Session, input: VoidPaymentInput) -> VoidPaymentResult:
     payment = _payment(session, input.authorization_key)
     if payment is None:
         session.add(
-            Payment(authorization_key=input.authorization_key, order_id=input.order_id,
-                    status="voided")
+            Payment(
+                authorization_key=input.authorization_key, order_id=input.order_id, status="voided"
+            )
         )
         return VoidPaymentResult(outcome="nothing_to_undo")
     if payment.status in ("voided", "refunded"):

@@ -100,8 +100,12 @@ def _cancel(session: Session, input: CancelShipmentInput) -> CancelShipmentResul
     shipment = _shipment(session, input.shipment_key)
     if shipment is None:
         session.add(
-            Shipment(shipment_key=input.shipment_key, order_id=input.order_id,
-                     status="cancelled", cancelled_at=utcnow())
+            Shipment(
+                shipment_key=input.shipment_key,
+                order_id=input.order_id,
+                status="cancelled",
+                cancelled_at=utcnow(),
+            )
         )
         return CancelShipmentResult(cancelled=False)
     if shipment.status == "cancelled":

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.payments import TABLES, PaymentActivities
+from common.db import SessionFactory
 from common.settings import Settings
 from workers.runner import main
 from workers.service import build_service_worker
 
 
 def build(client: Client, settings: Settings) -> Worker:
-    def activities(open_session):  # type: ignore[no-untyped-def]
+    def activities(open_session: SessionFactory) -> list[Callable[..., Any]]:
         service = PaymentActivities(open_session)
         return [
             service.authorize_payment,

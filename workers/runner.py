@@ -7,7 +7,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from contextlib import suppress
 
 from temporalio.client import Client
@@ -28,8 +28,9 @@ async def serve(name: str, build: WorkerFactory, settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     client = await connect_with_retry(settings)
     worker = build(client, settings)
-    log.info("%s worker polling task queue %r at %s", name, worker.task_queue,
-             settings.temporal_address)
+    log.info(
+        "%s worker polling task queue %r at %s", name, worker.task_queue, settings.temporal_address
+    )
     run = asyncio.create_task(worker.run())
     stopped = asyncio.create_task(stop.wait())
     await asyncio.wait([run, stopped], return_when=asyncio.FIRST_COMPLETED)

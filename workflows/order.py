@@ -106,8 +106,7 @@ class OrderWorkflow:
 
     @workflow.update
     def cancel(self, request: CancelRequest) -> OrderStatus:
-        self._status.cancel_requested = True
-        self._touch()
+        self._accept_cancel(request)
         return self._status
 
     @cancel.validator
@@ -126,7 +125,12 @@ class OrderWorkflow:
         except ValueError as refused:
             workflow.logger.info("ignoring cancel signal: %s", refused)
             return
-        self.cancel(request)
+        self._accept_cancel(request)
+
+    def _accept_cancel(self, request: CancelRequest) -> None:
+        workflow.logger.info("cancel accepted: %s", request.reason)
+        self._status.cancel_requested = True
+        self._touch()
 
     @workflow.update
     def decide(self, decision: ApprovalDecision) -> OrderStatus:
@@ -179,7 +183,9 @@ class OrderWorkflow:
             action=lambda: workflow.execute_activity(
                 AUTHORIZE,
                 AuthorizePaymentInput(
-                    self._key(AUTHORIZE), input.order_id, input.card_token,
+                    self._key(AUTHORIZE),
+                    input.order_id,
+                    input.card_token,
                     reservation.total_cents,
                 ),
                 result_type=AuthorizePaymentResult,

@@ -40,8 +40,18 @@ class Stack:
         if name == "api":
             assert self.api_url is not None
             port = self.api_url.rsplit(":", 1)[1]
-            command = [sys.executable, "-m", "uvicorn", "api.main:app",
-                       "--host", "127.0.0.1", "--port", port, "--log-level", "warning"]
+            command = [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "api.main:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                port,
+                "--log-level",
+                "warning",
+            ]
         else:
             command = [sys.executable, "-m", f"workers.{name}"]
         log = (self.data_dir / f"{name}.log").open("ab")
