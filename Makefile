@@ -45,7 +45,7 @@ bootstrap: | $(UV) ## Make sure uv is available (PATH, else .tools/)
 venv: $(SYNCED) ## Create or update .venv from uv.lock
 
 $(SYNCED): pyproject.toml uv.lock | $(UV)
-	$(UV) sync --frozen
+	$(UV) sync --frozen --compile-bytecode
 	@touch $@
 
 up: venv ## Seed the catalogue, then run Temporal, workers, API and banner (Ctrl-C stops all)

@@ -249,7 +249,7 @@ class OrderWorkflow:
             workflow.wait_condition(lambda: self._status.cancel_requested)
         )
         try:
-            await asyncio.wait([step, cancel], return_when=asyncio.FIRST_COMPLETED)
+            await workflow.wait([step, cancel], return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:
             step.cancel()
             self._end_step(record, "cancelled", error="workflow cancelled")
@@ -284,6 +284,9 @@ class OrderWorkflow:
         except TimeoutError as err:
             self._end_step(record, "failed", error="no decision before the approval timeout")
             raise SagaAborted(FailureReason.APPROVAL_TIMEOUT) from err
+        except asyncio.CancelledError:
+            self._end_step(record, "cancelled", error="workflow cancelled")
+            raise
         if self._status.cancel_requested:
             self._end_step(record, "cancelled", error="cancelled by customer")
             raise SagaAborted(FailureReason.CANCELLED_BY_CUSTOMER)
