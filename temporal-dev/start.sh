@@ -10,7 +10,7 @@ root="$(dirname "$here")"
 port="${SAGAWORKS_TEMPORAL_PORT:-7233}"
 ui_port="${SAGAWORKS_TEMPORAL_UI_PORT:-8233}"
 ip="${SAGAWORKS_TEMPORAL_IP:-127.0.0.1}"
-log_level="${SAGAWORKS_TEMPORAL_LOG_LEVEL:-warn}"
+log_level="${SAGAWORKS_TEMPORAL_LOG_LEVEL:-error}"
 db="${SAGAWORKS_TEMPORAL_DB:-$here/data/temporal.db}"
 
 # The visibility fields the API filters orders by (DESIGN §5: GET /orders).
