@@ -1,0 +1,201 @@
+"""Builders for order-saga tests: service databases, workers, inputs, polling, DB peeks."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from sqlalchemy.engine import Engine
+from sqlmodel import select
+from temporalio.client import Client, WorkflowHandle
+from temporalio.worker import Worker
+
+from activities import inventory, payments, shipping
+from activities.inventory import CATALOGUE, InventoryActivities, Product, Reservation
+from activities.payments import Payment, PaymentActivities
+from activities.shipping import Shipment, ShippingActivities
+from common.db import SessionFactory, create_tables, make_engine, session_factory
+from workflows.models import Address, OrderInput, OrderItem, OrderStatus, TaskQueues
+from workflows.order import OrderWorkflow
+
+T = TypeVar("T")
+
+INITIAL_STOCK = {product.sku: product.stock for product in CATALOGUE}
+PRICE = {product.sku: product.price_cents for product in CATALOGUE}
+SERVICES = ("inventory", "payments", "shipping")
+
+
+@dataclass
+class Services:
+    """The three business services, each over its own fresh SQLite database."""
+
+    inventory: SessionFactory
+    payments: SessionFactory
+    shipping: SessionFactory
+    engines: list[Engine]
+
+    def activities(
+        self,
+        *services: str,
+        replace: Mapping[str, Callable[..., Any]] | None = None,
+    ) -> list[Callable[..., Any]]:
+        """The real activities of `services` (all by default), some replaced by name."""
+        available: dict[str, dict[str, Callable[..., Any]]] = {}
+        stock = InventoryActivities(self.inventory)
+        available["inventory"] = {
+            "reserve_stock": stock.reserve_stock,
+            "release_stock": stock.release_stock,
+        }
+        money = PaymentActivities(self.payments)
+        available["payments"] = {
+            "authorize_payment": money.authorize_payment,
+            "capture_payment": money.capture_payment,
+            "void_payment": money.void_payment,
+            "refund_payment": money.refund_payment,
+        }
+        parcels = ShippingActivities(self.shipping)
+        available["shipping"] = {
+            "create_shipment": parcels.create_shipment,
+            "cancel_shipment": parcels.cancel_shipment,
+        }
+        chosen: dict[str, Callable[..., Any]] = {}
+        for service in services or SERVICES:
+            chosen.update(available[service])
+        for name, replacement in (replace or {}).items():
+            assert name in chosen, f"{name} is not served by {services or SERVICES}"
+            chosen[name] = replacement
+        return list(chosen.values())
+
+
+def build_services(sqlite_url: Callable[[str], str]) -> Services:
+    tables = {
+        "inventory": inventory.TABLES,
+        "payments": payments.TABLES,
+        "shipping": shipping.TABLES,
+    }
+    factories: dict[str, SessionFactory] = {}
+    engines = []
+    for service in SERVICES:
+        engine = make_engine(sqlite_url(service))
+        create_tables(engine, tables[service])
+        factories[service] = session_factory(engine)
+        engines.append(engine)
+    inventory.seed_catalogue(factories["inventory"])
+    return Services(
+        inventory=factories["inventory"],
+        payments=factories["payments"],
+        shipping=factories["shipping"],
+        engines=engines,
+    )
+
+
+@asynccontextmanager
+async def running_worker(
+    client: Client,
+    task_queue: str,
+    activities: Sequence[Callable[..., Any]] = (),
+    *,
+    workflows: Sequence[type] = (OrderWorkflow,),
+) -> AsyncIterator[Worker]:
+    """A worker serving `workflows` and `activities`; sync activities run in threads."""
+    with ThreadPoolExecutor(max_workers=8) as executor:
+        worker = Worker(
+            client,
+            task_queue=task_queue,
+            workflows=list(workflows),
+            activities=list(activities),
+            activity_executor=executor,
+        )
+        async with worker:
+            yield worker
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4()}"
+
+
+def order_input(
+    queues: str | TaskQueues,
+    *,
+    items: Sequence[tuple[str, int]] = (("SKU-1", 2),),
+    card: str = "tok_visa",
+    country: str = "DE",
+    **overrides: Any,
+) -> OrderInput:
+    task_queues = queues if isinstance(queues, TaskQueues) else TaskQueues(queues, queues, queues)
+    return OrderInput(
+        order_id=new_id("order"),
+        customer_id=new_id("customer"),
+        items=[OrderItem(sku=sku, quantity=quantity) for sku, quantity in items],
+        card_token=card,
+        shipping_address=Address(
+            name="Ada", line1="1 Main St", city="Berlin", postal_code="10115", country=country
+        ),
+        task_queues=task_queues,
+        **overrides,
+    )
+
+
+async def start_order(
+    client: Client, input: OrderInput, task_queue: str
+) -> WorkflowHandle[OrderWorkflow, OrderStatus]:
+    return await client.start_workflow(
+        OrderWorkflow.run, input, id=input.order_id, task_queue=task_queue
+    )
+
+
+async def result_of(handle: WorkflowHandle[Any, T], within_s: float = 60.0) -> T:
+    """The workflow's result; a regression that never finishes fails instead of hanging."""
+    return await asyncio.wait_for(handle.result(), within_s)
+
+
+async def wait_for_status(
+    handle: WorkflowHandle[Any, Any],
+    condition: Callable[[OrderStatus], bool],
+    within_s: float = 20.0,
+) -> OrderStatus:
+    """Poll the `status` query until `condition` holds; fail after `within_s` seconds."""
+    deadline = asyncio.get_running_loop().time() + within_s
+    while True:
+        status = await handle.query(OrderWorkflow.status)
+        if condition(status):
+            return status
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"status never met the condition; last: {status}")
+        await asyncio.sleep(0.05)
+
+
+def step_key(order_id: str, step: str) -> str:
+    """The idempotency key OrderWorkflow uses (the workflow ID is the order ID here)."""
+    return f"{order_id}:{step}"
+
+
+# --- peeking into each service's own database ----------------------------------------------
+
+
+def stock(open_session: SessionFactory, sku: str) -> int:
+    with open_session() as session:
+        product = session.get(Product, sku)
+        assert product is not None
+        return product.stock
+
+
+def reservations(open_session: SessionFactory, order_id: str) -> list[Reservation]:
+    with open_session() as session:
+        query = select(Reservation).where(Reservation.order_id == order_id)
+        return list(session.exec(query).all())
+
+
+def payments_of(open_session: SessionFactory, order_id: str) -> list[Payment]:
+    with open_session() as session:
+        return list(session.exec(select(Payment).where(Payment.order_id == order_id)).all())
+
+
+def shipments_of(open_session: SessionFactory, order_id: str) -> list[Shipment]:
+    with open_session() as session:
+        return list(session.exec(select(Shipment).where(Shipment.order_id == order_id)).all())
