@@ -133,9 +133,12 @@ class OrderWorkflow:
         self._touch()
 
     @workflow.update
-    def decide(self, decision: ApprovalDecision) -> OrderStatus:
+    async def decide(self, decision: ApprovalDecision) -> OrderStatus:
         self._decision = decision
         self._touch()
+        # Answer with the saga already moving on (PENDING, or COMPENSATING after a
+        # rejection), so the caller sees the effect of the decision, not the wait before it.
+        await workflow.wait_condition(lambda: self._status.status != OrderState.AWAITING_APPROVAL)
         return self._status
 
     @decide.validator

@@ -142,6 +142,8 @@ async def test_approved_high_value_order_completes(api: Api) -> None:
     )
     assert response.status_code == 200, response.text
     assert response.json()["order_id"] == order_id
+    # The answer already reflects the decision: the saga has left the approval wait.
+    assert response.json()["status"] == "PENDING"
 
     done = await api.wait_for(order_id, "COMPLETED", "COMPENSATED", "FAILED")
     assert done["status"] == "COMPLETED"
@@ -164,5 +166,6 @@ async def test_rejected_order_is_compensated(api: Api) -> None:
     await api.wait_for(order_id, "AWAITING_APPROVAL")
     response = await api.http.post(f"/orders/{order_id}/reject", json={"operator": "bob"})
     assert response.status_code == 200, response.text
+    assert response.json()["status"] == "COMPENSATING"
     done = await api.wait_for(order_id, "COMPLETED", "COMPENSATED", "FAILED")
     assert (done["status"], done["failure_reason"]) == ("COMPENSATED", "REJECTED_BY_OPERATOR")
