@@ -1,4 +1,4 @@
-"""Each service's activities over its own fresh SQLite file, called directly (no worker)."""
+"""Each service's activities over a fresh database (SQLite and PostgreSQL), called directly."""
 
 from __future__ import annotations
 
@@ -12,19 +12,19 @@ from tests.activities.helpers import database
 
 
 @pytest.fixture
-def inventory_db(sqlite_url: Callable[[str], str]) -> Iterator[SessionFactory]:
-    with database(sqlite_url("inventory"), inventory.TABLES) as open_session:
+def inventory_db(database_url: Callable[[str], str]) -> Iterator[SessionFactory]:
+    with database(database_url("inventory"), inventory.TABLES) as open_session:
         inventory.seed_catalogue(open_session)
         yield open_session
 
 
 @pytest.fixture
-def payments_db(sqlite_url: Callable[[str], str]) -> Iterator[SessionFactory]:
-    with database(sqlite_url("payments"), payments.TABLES) as open_session:
+def payments_db(database_url: Callable[[str], str]) -> Iterator[SessionFactory]:
+    with database(database_url("payments"), payments.TABLES) as open_session:
         yield open_session
 
 
 @pytest.fixture
-def shipping_db(sqlite_url: Callable[[str], str]) -> Iterator[SessionFactory]:
-    with database(sqlite_url("shipping"), shipping.TABLES) as open_session:
+def shipping_db(database_url: Callable[[str], str]) -> Iterator[SessionFactory]:
+    with database(database_url("shipping"), shipping.TABLES) as open_session:
         yield open_session
