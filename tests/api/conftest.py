@@ -2,53 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 import pytest_asyncio
-from temporalio.client import Client
 
-from tests.support.stack import Stack, run_stack
+from tests.support.api_client import Api
+from tests.support.stack import run_stack
 from tests.support.temporal import dev_server_env
 
-T = TypeVar("T")
-
 API_TIMEOUT_S = 2.0
-
-
-@dataclass
-class Api:
-    stack: Stack
-    http: httpx.AsyncClient
-    temporal: Client
-
-    async def place(self, body: dict[str, Any], **headers: str) -> str:
-        response = await self.http.post("/orders", json=body, headers=headers)
-        assert response.status_code == 202, response.text
-        order_id: str = response.json()["order_id"]
-        return order_id
-
-    async def wait_for(self, order_id: str, *states: str, within: float = 60) -> dict[str, Any]:
-        """Poll GET until the order is in one of `states`; a 503 (busy machine) means not yet."""
-
-        def reached(response: httpx.Response) -> bool:
-            assert response.status_code in (200, 503), response.text
-            return response.status_code == 200 and response.json()["status"] in states
-
-        try:
-            answer = await poll(
-                lambda: self.http.get(f"/orders/{order_id}"), reached, within=within
-            )
-        except AssertionError as err:
-            raise AssertionError(f"{err}\n{self.stack.logs()}") from None
-        body: dict[str, Any] = answer.json()
-        return body
 
 
 @pytest_asyncio.fixture(scope="package")
@@ -64,44 +28,3 @@ async def api(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Api]:
             assert stack.api_url is not None
             async with httpx.AsyncClient(base_url=stack.api_url, timeout=30) as http:
                 yield Api(stack, http, env.client)
-
-
-async def poll(
-    fetch: Callable[[], Awaitable[T]],
-    done: Callable[[T], bool],
-    *,
-    within: float = 60,
-    interval: float = 0.2,
-) -> T:
-    """Fetch until `done`, or fail with the last value seen once the deadline passes."""
-    deadline = time.monotonic() + within
-    while True:
-        value = await fetch()
-        if done(value):
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {within}s; last value: {value!r}")
-        await asyncio.sleep(interval)
-
-
-def order_body(
-    customer_id: str | None = None,
-    *,
-    # SKU-3 costs 189,000 cents: one is above the default 100,000 approval threshold.
-    sku: str = "SKU-1",
-    quantity: int = 2,
-    card: str = "tok_visa",
-    country: str = "DE",
-) -> dict[str, Any]:
-    return {
-        "customer_id": customer_id or f"c-{uuid.uuid4().hex[:12]}",
-        "items": [{"sku": sku, "quantity": quantity}],
-        "payment": {"card_token": card},
-        "shipping_address": {
-            "name": "Ada",
-            "line1": "Unter den Linden 1",
-            "city": "Berlin",
-            "postal_code": "10117",
-            "country": country,
-        },
-    }

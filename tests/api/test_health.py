@@ -10,7 +10,7 @@ import httpx
 from temporalio.testing import WorkflowEnvironment
 
 from common.binaries import find_binary
-from tests.api.conftest import Api, order_body, poll
+from tests.support.api_client import Api, order_body, poll
 from tests.support.stack import REPO_ROOT, Stack, free_port
 
 

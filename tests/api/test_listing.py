@@ -6,7 +6,7 @@ from typing import Any
 
 import httpx
 
-from tests.api.conftest import Api, order_body, poll
+from tests.support.api_client import Api, order_body, poll
 
 
 async def _pages(api: Api, params: dict[str, Any]) -> list[dict[str, Any]]:

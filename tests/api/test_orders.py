@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from tests.api.conftest import Api, order_body, poll
+from tests.support.api_client import Api, order_body, poll
 
 
 async def test_order_is_accepted_then_completes(api: Api) -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 
-from tests.api.conftest import API_TIMEOUT_S, Api, order_body, poll
+from tests.api.conftest import API_TIMEOUT_S
+from tests.support.api_client import Api, order_body, poll
 
 
 async def test_running_order_is_503_without_a_worker_and_200_after(api: Api) -> None:

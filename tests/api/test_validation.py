@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.api.conftest import Api, order_body
+from tests.support.api_client import Api, order_body
 
 Body = dict[str, Any]
 
