@@ -38,7 +38,10 @@ def _binary(name: str) -> str:
 def _as_server_user(command: list[str]) -> list[str]:
     # PostgreSQL refuses to run as root; the Debian package provides a `postgres` user.
     if os.geteuid() == 0:
-        return ["runuser", "-u", "postgres", "--", *command]
+        runuser = shutil.which("runuser", path=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin")
+        if runuser is None:
+            raise FileNotFoundError("runuser (util-linux) is needed to start PostgreSQL as root")
+        return [runuser, "-u", "postgres", "--", *command]
     return command
 
 
