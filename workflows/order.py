@@ -261,6 +261,9 @@ class OrderWorkflow:
             cancel.cancel()
         if not step.done():
             step.cancel()
+            # The abandoned step ends in an ActivityError; retrieve it so asyncio does not
+            # log "Task exception was never retrieved" on every customer cancel.
+            step.add_done_callback(lambda task: task.cancelled() or task.exception())
             self._end_step(record, "cancelled", error="cancelled by customer")
             raise SagaAborted(FailureReason.CANCELLED_BY_CUSTOMER)
         try:
