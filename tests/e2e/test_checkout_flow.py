@@ -30,9 +30,8 @@ import pytest
 import pytest_asyncio
 
 from activities.inventory import CATALOGUE
-from tests.support.api_client import Api, order_body, poll
-from tests.support.stack import SERVICES, run_stack
-from tests.support.temporal import dev_server_env
+from tests.support.api_client import Api, order_body, poll, system_on_dev_server
+from tests.support.stack import SERVICES
 
 pytestmark = pytest.mark.e2e
 
@@ -58,12 +57,8 @@ class System:
 
 @pytest_asyncio.fixture(scope="module")
 async def system(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[System]:
-    async with dev_server_env() as env:
-        target = env.client.service_client.config.target_host
-        with run_stack(target, tmp_path_factory.mktemp("checkout")) as stack:
-            assert stack.api_url is not None
-            async with httpx.AsyncClient(base_url=stack.api_url, timeout=30) as http:
-                yield System(Api(stack, http, env.client))
+    async with system_on_dev_server(tmp_path_factory.mktemp("checkout")) as api:
+        yield System(api)
 
 
 async def test_cancels_racing_the_steps_leave_nothing_half_done(system: System) -> None:

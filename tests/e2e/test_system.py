@@ -16,14 +16,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import pytest_asyncio
 
 from activities.inventory import CATALOGUE
-from tests.support.api_client import Api, order_body
-from tests.support.stack import SERVICES, Stack, run_stack
-from tests.support.temporal import dev_server_env
+from tests.support.api_client import Api, order_body, system_on_dev_server
+from tests.support.stack import SERVICES, Stack
 
 pytestmark = pytest.mark.e2e
 
@@ -32,12 +30,8 @@ TERMINAL = ("COMPLETED", "COMPENSATED", "FAILED")
 
 @pytest_asyncio.fixture(scope="module")
 async def system(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Api]:
-    async with dev_server_env() as env:
-        target = env.client.service_client.config.target_host
-        with run_stack(target, tmp_path_factory.mktemp("system")) as stack:
-            assert stack.api_url is not None
-            async with httpx.AsyncClient(base_url=stack.api_url, timeout=30) as http:
-                yield Api(stack, http, env.client)
+    async with system_on_dev_server(tmp_path_factory.mktemp("system")) as api:
+        yield api
 
 
 def rows(stack: Stack, service: str, sql: str) -> list[tuple[Any, ...]]:

@@ -5,14 +5,17 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
 from temporalio.client import Client
 
-from tests.support.stack import Stack
+from tests.support.stack import Stack, run_stack
+from tests.support.temporal import dev_server_env
 
 T = TypeVar("T")
 
@@ -85,3 +88,16 @@ def order_body(
             "country": country,
         },
     }
+
+
+@asynccontextmanager
+async def system_on_dev_server(
+    data_dir: Path, extra_env: dict[str, str] | None = None
+) -> AsyncIterator[Api]:
+    """A real dev server, the four worker processes and uvicorn: the system `make up` runs."""
+    async with dev_server_env() as env:
+        target = env.client.service_client.config.target_host
+        with run_stack(target, data_dir, extra_env=extra_env) as stack:
+            assert stack.api_url is not None
+            async with httpx.AsyncClient(base_url=stack.api_url, timeout=30) as http:
+                yield Api(stack, http, env.client)
