@@ -29,7 +29,7 @@ ifdef SAGAWORKS_TEMPORAL_PORT
 export SAGAWORKS_TEMPORAL_ADDRESS ?= 127.0.0.1:$(SAGAWORKS_TEMPORAL_PORT)
 endif
 
-.PHONY: help bootstrap venv up seed test lint bench clean
+.PHONY: help bootstrap venv up seed test lint bench histories clean
 
 help: ## List the targets
 	@grep -E '^[a-z][a-zA-Z_-]*:.*## ' $(MAKEFILE_LIST) \
@@ -66,6 +66,9 @@ lint: venv ## ruff check, ruff format --check, mypy
 
 bench: venv ## Run the benchmark (BENCH_ARGS=... passes through)
 	$(RUN) $(PY) -m bench.run $(BENCH_ARGS)
+
+histories: venv ## Re-record the saga histories the replay test guards (see README)
+	$(RUN) $(PY) -m tests.histories.record
 
 clean: ## Delete local state: the dev-server DB and the services' SQLite files
 	rm -rf temporal-dev/data data
