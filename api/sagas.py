@@ -93,19 +93,12 @@ def request_hash(order: OrderIn) -> str:
 
 
 def order_input(order_id: str, order: OrderIn, settings: Settings) -> OrderInput:
-    address = order.shipping_address
     return OrderInput(
         order_id=order_id,
         customer_id=order.customer_id,
         items=[OrderItem(sku=i.sku, quantity=i.quantity) for i in order.items],
         card_token=order.payment.card_token,
-        shipping_address=Address(
-            name=address.name,
-            line1=address.line1,
-            city=address.city,
-            postal_code=address.postal_code,
-            country=address.country,
-        ),
+        shipping_address=Address(**order.shipping_address.model_dump()),
         approval_threshold_cents=settings.approval_threshold_cents,
         approval_timeout_s=settings.approval_timeout_s,
         step_timeout_s=settings.step_timeout_s,

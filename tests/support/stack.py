@@ -36,8 +36,9 @@ class Stack:
     def task_queue(self, service: str) -> str:
         return self.env[f"SAGAWORKS_{service.upper()}_TASK_QUEUE"]
 
-    def start(self, name: str) -> None:
-        if name == "api":
+    def start(self, name: str, command: list[str] | None = None) -> None:
+        """Start `name` (a worker, "api", or any `command`), logging to the data dir."""
+        if command is None and name == "api":
             assert self.api_url is not None
             port = self.api_url.rsplit(":", 1)[1]
             command = [
@@ -52,12 +53,12 @@ class Stack:
                 "--log-level",
                 "warning",
             ]
-        else:
+        elif command is None:
             command = [sys.executable, "-m", f"workers.{name}"]
-        log = (self.data_dir / f"{name}.log").open("ab")
-        self.processes[name] = subprocess.Popen(
-            command, cwd=REPO_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
-        )
+        with (self.data_dir / f"{name}.log").open("ab") as log:
+            self.processes[name] = subprocess.Popen(
+                command, cwd=REPO_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
+            )
 
     def stop(self, name: str, sig: int = signal.SIGTERM, timeout: float = 20) -> int | None:
         process = self.processes.pop(name, None)
