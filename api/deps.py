@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from temporalio.client import Client
 
+from api.coordination import CoordinationView
 from common.settings import Settings, get_settings
 
 
@@ -18,3 +19,11 @@ def get_client(request: Request) -> Client:
 
 ClientDep = Annotated[Client, Depends(get_client)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+def get_coordination(request: Request) -> CoordinationView:
+    view: CoordinationView = request.app.state.coordination
+    return view
+
+
+CoordinationDep = Annotated[CoordinationView, Depends(get_coordination)]

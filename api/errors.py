@@ -54,14 +54,24 @@ class TemporalUnavailable(ApiError):
     status_code = 503
 
 
-def _json_error(status_code: int, detail: str) -> JSONResponse:
-    headers = {"Retry-After": str(RETRY_AFTER_S)} if status_code == 503 else None
+class Overloaded(ApiError):
+    """Load shedding (DESIGN §3): come back after `retry_after` seconds."""
+
+    status_code = 503
+
+    def __init__(self, detail: str, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
+def _json_error(status_code: int, detail: str, retry_after: int = RETRY_AFTER_S) -> JSONResponse:
+    headers = {"Retry-After": str(retry_after)} if status_code == 503 else None
     return JSONResponse({"detail": detail}, status_code=status_code, headers=headers)
 
 
 async def _api_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
-    return _json_error(exc.status_code, exc.detail)
+    return _json_error(exc.status_code, exc.detail, getattr(exc, "retry_after", RETRY_AFTER_S))
 
 
 async def _rpc_error(request: Request, exc: Exception) -> JSONResponse:

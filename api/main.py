@@ -7,8 +7,9 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from api.coordination import CoordinationView
 from api.errors import install_error_handlers
-from api.routes import health, orders
+from api.routes import admin, coordination, health, orders
 from common.settings import get_settings
 from common.temporal import connect
 
@@ -16,7 +17,9 @@ from common.temporal import connect
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # Lazy: the API starts (and /readyz says 503) while Temporal is still coming up.
-    app.state.temporal_client = await connect(get_settings(), lazy=True)
+    settings = get_settings()
+    app.state.temporal_client = await connect(settings, lazy=True)
+    app.state.coordination = CoordinationView(app.state.temporal_client, settings)
     yield
 
 
@@ -29,6 +32,8 @@ def create_app() -> FastAPI:
     )
     install_error_handlers(app)
     app.include_router(orders.router)
+    app.include_router(coordination.router)
+    app.include_router(admin.router)
     app.include_router(health.router)
     return app
 

@@ -102,10 +102,12 @@ def order_input(order_id: str, order: OrderIn, settings: Settings) -> OrderInput
         approval_threshold_cents=settings.approval_threshold_cents,
         approval_timeout_s=settings.approval_timeout_s,
         step_timeout_s=settings.step_timeout_s,
+        notification_timeout_s=settings.notification_timeout_s,
         task_queues=TaskQueues(
             inventory=settings.inventory_task_queue,
             payments=settings.payments_task_queue,
             shipping=settings.shipping_task_queue,
+            notifications=settings.notifications_task_queue,
         ),
     )
 
@@ -197,7 +199,7 @@ async def cancel_order(
     client: Client, settings: Settings, order_id: str, reason: str
 ) -> OrderStatus:
     handle = _handle(client, order_id)
-    refusal: str | None = None
+    refused: str | None = None
     try:
         return await bounded(
             settings,
@@ -206,7 +208,7 @@ async def cancel_order(
             ),
         )
     except WorkflowUpdateFailedError as err:
-        refusal = _refusal(err)
+        refused = refusal(err)
     except RPCError as err:
         if err.status != RPCStatusCode.NOT_FOUND:  # unknown, or already closed: look below
             raise
@@ -214,7 +216,7 @@ async def cancel_order(
     # A repeated cancel is harmless: answer it as the first one was answered.
     if current.failure_reason == FailureReason.CANCELLED_BY_CUSTOMER:
         return current
-    raise OrderConflict(refusal or f"order is already {current.status.value}")
+    raise OrderConflict(refused or f"order is already {current.status.value}")
 
 
 async def decide_order(
@@ -227,7 +229,7 @@ async def decide_order(
             lambda t: handle.execute_update(OrderWorkflow.decide, decision, rpc_timeout=t),
         )
     except WorkflowUpdateFailedError as err:
-        raise OrderConflict(_refusal(err)) from err
+        raise OrderConflict(refusal(err)) from err
     except RPCError as err:
         if err.status != RPCStatusCode.NOT_FOUND:
             raise
@@ -241,7 +243,7 @@ def _handle(client: Client, order_id: str) -> WorkflowHandle[OrderWorkflow, Orde
     return client.get_workflow_handle_for(OrderWorkflow.run, order_id)
 
 
-def _refusal(err: WorkflowUpdateFailedError) -> str:
+def refusal(err: WorkflowUpdateFailedError) -> str:
     """The validator's own words, without the exception type Temporal prefixes."""
     cause = err.cause
     return cause.message if isinstance(cause, FailureError) else str(cause)

@@ -7,7 +7,7 @@ unbounded field would be an unbounded history event.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -143,3 +143,35 @@ class FieldError(Schema):
 class ValidationErrorBody(Schema):
     detail: str
     errors: list[FieldError]
+
+
+# --- coordination and chaos drills -----------------------------------------------------------
+
+
+class OperateIn(Schema):
+    action: Annotated[
+        Literal["trip", "reset", "pause_intake", "resume_intake"],
+        Field(description="trip/reset act on one service's circuit; the others on intake"),
+    ]
+    service: Annotated[
+        str | None,
+        Field(max_length=64, description="for trip and reset: the service", examples=["payments"]),
+    ] = None
+    reason: Annotated[str | None, Field(max_length=200)] = None
+
+
+class FaultIn(Schema):
+    error_ratio: Annotated[
+        float, Field(ge=0.0, le=1.0, description="share of calls that fail (0.0 to 1.0)")
+    ]
+    latency_ms: Annotated[
+        int, Field(ge=0, le=60_000, strict=True, description="added to every call")
+    ] = 0
+
+
+class FaultOut(BaseModel):
+    service: str
+    error_ratio: float
+    latency_ms: int
+    injected_errors: int
+    updated_at: datetime | None

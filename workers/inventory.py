@@ -6,16 +6,15 @@ from collections.abc import Callable
 from typing import Any
 
 from temporalio.client import Client
-from temporalio.worker import Worker
 
 from activities.inventory import TABLES, InventoryActivities, seed_catalogue
 from common.db import SessionFactory
 from common.settings import Settings
-from workers.runner import main
+from workers.runner import Runtime, main
 from workers.service import build_service_worker
 
 
-def build(client: Client, settings: Settings) -> Worker:
+def build(client: Client, settings: Settings) -> Runtime:
     def activities(open_session: SessionFactory) -> list[Callable[..., Any]]:
         service = InventoryActivities(open_session)
         return [service.reserve_stock, service.release_stock]

@@ -1,17 +1,41 @@
-"""`python -m workers.orders`: runs the saga workflows on the `orders` task queue."""
+"""`python -m workers.orders`: runs the sagas and the coordinator on the `orders` queue."""
 
 from __future__ import annotations
 
 from temporalio.client import Client
 from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from common.settings import Settings
-from workers.runner import main
+from workers.agent import CoordinationAgent
+from workers.reporting import ReportBuffer
+from workers.runner import Runtime, main
+from workflows import lifecycle
+from workflows.coordinator import CoordinatorWorkflow
+from workflows.faults import FaultConfigWorkflow
 from workflows.order import OrderWorkflow
 
 
-def build(client: Client, settings: Settings) -> Worker:
-    return Worker(client, task_queue=settings.orders_task_queue, workflows=[OrderWorkflow])
+# The sandbox must share the process's copy of the lifecycle hook, or the sink installed
+# below would be invisible to workflow code.
+SANDBOX = SandboxedWorkflowRunner(
+    restrictions=SandboxRestrictions.default.with_passthrough_modules(lifecycle.__name__)
+)
+
+
+def build(client: Client, settings: Settings) -> Runtime:
+    worker = Worker(
+        client,
+        task_queue=settings.orders_task_queue,
+        workflows=[OrderWorkflow, CoordinatorWorkflow, FaultConfigWorkflow],
+        workflow_runner=SANDBOX,
+    )
+    if not settings.coordination_enabled:
+        return Runtime(worker)
+    buffer = ReportBuffer(f"orders {client.identity}")
+    lifecycle.install(buffer.saga_changed)
+    # The agent also starts the coordinator on its first (announcing) report.
+    return Runtime(worker, CoordinationAgent(client, settings, buffer))
 
 
 if __name__ == "__main__":

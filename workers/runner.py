@@ -9,16 +9,27 @@ import signal
 import sys
 from collections.abc import Callable
 from contextlib import suppress
+from dataclasses import dataclass
 
 from temporalio.client import Client
 from temporalio.worker import Worker
 
 from common.settings import Settings, get_settings
 from common.temporal import connect_with_retry
+from workers.agent import CoordinationAgent
 
 log = logging.getLogger("sagaworks.worker")
 
-WorkerFactory = Callable[[Client, Settings], Worker]
+
+@dataclass
+class Runtime:
+    """A worker and, when the coordination layer is on, its process's agent."""
+
+    worker: Worker
+    agent: CoordinationAgent | None = None
+
+
+WorkerFactory = Callable[[Client, Settings], Worker | Runtime]
 
 
 async def serve(name: str, build: WorkerFactory, settings: Settings) -> None:
@@ -27,16 +38,24 @@ async def serve(name: str, build: WorkerFactory, settings: Settings) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     client = await connect_with_retry(settings)
-    worker = build(client, settings)
+    built = build(client, settings)
+    runtime = built if isinstance(built, Runtime) else Runtime(built)
+    worker = runtime.worker
     log.info(
         "%s worker polling task queue %r at %s", name, worker.task_queue, settings.temporal_address
     )
     run = asyncio.create_task(worker.run())
+    agent = asyncio.create_task(runtime.agent.run()) if runtime.agent else None
     stopped = asyncio.create_task(stop.wait())
     await asyncio.wait([run, stopped], return_when=asyncio.FIRST_COMPLETED)
     if not run.done():
         log.info("%s worker draining in-flight tasks", name)
         await worker.shutdown()
+    if agent is not None and runtime.agent is not None:
+        agent.cancel()
+        with suppress(asyncio.CancelledError):
+            await agent
+        await runtime.agent.flush()  # what the drained tasks did still reaches the coordinator
     with suppress(asyncio.CancelledError):
         await run  # re-raises a worker failure, so the process exits non-zero
     log.info("%s worker stopped", name)

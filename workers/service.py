@@ -10,8 +10,13 @@ from typing import Any
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.faults import FaultStore, InjectedFault
 from common.db import SessionFactory, create_tables, make_engine, session_factory
 from common.settings import Settings
+from workers.agent import CoordinationAgent
+from workers.guard import CircuitCache, FaultCache, ServiceGuard
+from workers.reporting import ReportBuffer
+from workers.runner import Runtime
 
 
 def build_service_worker(
@@ -22,18 +27,34 @@ def build_service_worker(
     tables: Sequence[Any],
     activities: Callable[[SessionFactory], Sequence[Callable[..., Any]]],
     on_start: Callable[[SessionFactory], object] | None = None,
-) -> Worker:
+) -> Runtime:
     engine = make_engine(settings.database_url(service))
-    create_tables(engine, list(tables))
+    create_tables(engine, [*tables, InjectedFault])
     open_session = session_factory(engine)
     if on_start is not None:
         on_start(open_session)
-    return Worker(
+    fault_store = FaultStore(open_session, service)
+    faults = FaultCache(fault_store)
+    faults.fault = fault_store.read()  # a fault set before a restart applies from the start
+    coordinated = settings.coordination_enabled
+    buffer = ReportBuffer(f"{service} {client.identity}") if coordinated else None
+    circuits = CircuitCache() if coordinated and settings.circuit_breaker_enabled else None
+    guard = ServiceGuard(
+        service,
+        buffer or ReportBuffer("unreported"),
+        faults,
+        circuits,
+        open_s=settings.circuit_open_s,
+    )
+    worker = Worker(
         client,
         task_queue=getattr(settings, f"{service}_task_queue"),
-        activities=activities(open_session),
+        activities=[*activities(open_session), fault_store.configure_fault],
         # Sync activities (blocking DB calls) run here; its size is the bulkhead.
         activity_executor=ThreadPoolExecutor(max_workers=settings.max_concurrent_activities),
         max_concurrent_activities=settings.max_concurrent_activities,
         graceful_shutdown_timeout=timedelta(seconds=10),
+        interceptors=[guard],
     )
+    agent = CoordinationAgent(client, settings, buffer, circuits=circuits, faults=faults)
+    return Runtime(worker, agent)

@@ -65,6 +65,7 @@ class TaskQueues:
     inventory: str = "inventory"
     payments: str = "payments"
     shipping: str = "shipping"
+    notifications: str = "notifications"
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,8 @@ class OrderInput:
     approval_threshold_cents: int = 100_000
     approval_timeout_s: int = 3600
     step_timeout_s: int = 30
+    # The optional confirmation step gives up after this long; the order completes anyway.
+    notification_timeout_s: int = 10
     task_queues: TaskQueues = field(default_factory=TaskQueues)
 
 
@@ -87,7 +90,7 @@ class OrderInput:
 @dataclass
 class StepRecord:
     name: str
-    status: str = "running"  # running | succeeded | failed | cancelled
+    status: str = "running"  # running | succeeded | failed | cancelled | skipped (optional)
     attempts: int = 0
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -237,3 +240,45 @@ class CancelShipmentInput:
 @dataclass(frozen=True)
 class CancelShipmentResult:
     cancelled: bool
+
+
+# --- notifications (an optional step: its failure never fails the saga) --------------------
+
+
+@dataclass(frozen=True)
+class SendConfirmationInput:
+    idempotency_key: str
+    order_id: str
+    customer_id: str
+    tracking_number: str | None
+
+
+@dataclass(frozen=True)
+class SendConfirmationResult:
+    notification_id: str
+    attempt: int = 1
+
+
+# --- operator: fault injection for chaos drills --------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConfigureFaultInput:
+    service: str
+    error_ratio: float = 0.0
+    latency_ms: int = 0
+    clear: bool = False
+
+
+@dataclass(frozen=True)
+class FaultState:
+    service: str
+    error_ratio: float = 0.0
+    latency_ms: int = 0
+    # Calls this fault has failed so far: they reached the service and were refused by it.
+    injected_errors: int = 0
+    updated_at: datetime | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.error_ratio > 0 or self.latency_ms > 0

@@ -12,6 +12,8 @@ from temporalio.common import RetryPolicy, SearchAttributeKey
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from workflows import lifecycle
+    from workflows.coordination_models import SagaSnapshot, StuckCompensation
     from workflows.models import (
         ApprovalDecision,
         AuthorizePaymentInput,
@@ -30,6 +32,8 @@ with workflow.unsafe.imports_passed_through():
         ReleaseStockInput,
         ReserveStockInput,
         ReserveStockResult,
+        SendConfirmationInput,
+        SendConfirmationResult,
         StepRecord,
         VoidPaymentInput,
     )
@@ -49,6 +53,13 @@ STEP_RETRY = RetryPolicy(
     maximum_interval=timedelta(seconds=30),
 )
 
+# An optional step tries a little, then gives up within its schedule-to-close timeout.
+OPTIONAL_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    maximum_interval=timedelta(seconds=5),
+    maximum_attempts=3,
+)
+
 BUSINESS_FAILURES = {
     BusinessError.OUT_OF_STOCK: FailureReason.OUT_OF_STOCK,
     BusinessError.PAYMENT_DECLINED: FailureReason.PAYMENT_DECLINED,
@@ -56,13 +67,18 @@ BUSINESS_FAILURES = {
 }
 
 # Step names: also the suffix of each step's idempotency key, so never rename one.
-RESERVE, AUTHORIZE, APPROVAL, SHIP, CAPTURE = (
+RESERVE, AUTHORIZE, APPROVAL, SHIP, CAPTURE, NOTIFY = (
     "reserve_stock",
     "authorize_payment",
     "await_approval",
     "create_shipment",
     "capture_payment",
+    "send_confirmation",
 )
+
+# Sagas started before the confirmation step existed must replay without it (README,
+# "Changing workflow code safely"). Remove once no such saga can still be running.
+NOTIFY_PATCH = "send-confirmation-step"
 
 
 class SagaAborted(Exception):
@@ -232,9 +248,39 @@ class OrderWorkflow:
                 **self._options(queues.payments),
             ),
         )
+        if workflow.patched(NOTIFY_PATCH):
+            await self._optional_step(
+                NOTIFY,
+                lambda: workflow.execute_activity(
+                    NOTIFY,
+                    SendConfirmationInput(
+                        self._key(NOTIFY),
+                        input.order_id,
+                        input.customer_id,
+                        shipment.tracking_number,
+                    ),
+                    result_type=SendConfirmationResult,
+                    task_queue=queues.notifications,
+                    start_to_close_timeout=timedelta(seconds=self._input.step_timeout_s),
+                    schedule_to_close_timeout=timedelta(seconds=input.notification_timeout_s),
+                    retry_policy=OPTIONAL_RETRY,
+                ),
+            )
         self._status.current_step = None
         self._saga.complete()
         self._set_state(OrderState.COMPLETED)
+
+    async def _optional_step(self, name: str, action: Callable[[], Awaitable[Any]]) -> None:
+        """Graceful degradation: a failed optional step is recorded as skipped, no more."""
+        record = self._begin_step(name)
+        try:
+            result = await action()
+        except ActivityError as err:
+            self._end_step(record, "skipped", error=str(err.cause or err))
+            workflow.logger.warning("optional step %s skipped: %s", name, err.cause or err)
+            return
+        record.attempts = getattr(result, "attempt", 1)
+        self._end_step(record, "succeeded")
 
     async def _step(
         self,
@@ -353,6 +399,30 @@ class OrderWorkflow:
         if stuck:
             lines.append(f"compensations needing attention: {', '.join(stuck)}")
         workflow.set_current_details("\n\n".join(lines))
+        lifecycle.publish(self._snapshot())
+
+    def _snapshot(self) -> SagaSnapshot:
+        status, attempts_per_round = self._status, self._saga.policy.attempts_per_round
+        return SagaSnapshot(
+            order_id=status.order_id,
+            status=status.status.value,
+            step=status.current_step,
+            at=workflow.now(),
+            terminal=status.status.is_terminal,
+            stuck=[
+                StuckCompensation(
+                    order_id=status.order_id,
+                    compensation=c.name,
+                    status=c.status,
+                    rounds=c.rounds,
+                    attempts=c.rounds * attempts_per_round,
+                    error=c.error,
+                    since=c.started_at,
+                )
+                for c in status.compensations
+                if c.status in ("stuck", "failed")
+            ],
+        )
 
     def _key(self, step: str) -> str:
         # The workflow ID, never the run ID: a reset or continue-as-new keeps the same keys.

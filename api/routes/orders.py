@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Response
 from temporalio.client import Client
 
-from api.deps import ClientDep, SettingsDep
+from api.deps import ClientDep, CoordinationDep, SettingsDep
 from api.errors import error_responses
 from api.sagas import cancel_order, decide_order, load_status, start_order
 from api.schemas import (
@@ -45,7 +45,10 @@ IdempotencyKey = Annotated[
     status_code=202,
     summary="Start a checkout saga",
     responses=error_responses(
-        {422: "invalid body, or an Idempotency-Key reused with another body", 503: UNAVAILABLE}
+        {
+            422: "invalid body, or an Idempotency-Key reused with another body",
+            503: f"{UNAVAILABLE}; or load shedding: intake paused or too many sagas in flight",
+        }
     ),
 )
 async def create_order(
@@ -53,8 +56,10 @@ async def create_order(
     response: Response,
     client: ClientDep,
     settings: SettingsDep,
+    coordination: CoordinationDep,
     idempotency_key: IdempotencyKey = None,
 ) -> OrderAccepted:
+    await coordination.check_intake()
     order_id, state, replayed = await start_order(client, settings, order, idempotency_key)
     response.headers["Location"] = f"/orders/{order_id}"
     return OrderAccepted(order_id=order_id, status=state, replayed=replayed)

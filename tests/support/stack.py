@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SERVICES = ("inventory", "payments", "shipping", "orders")
+SERVICES = ("inventory", "payments", "shipping", "notifications", "orders")
 
 
 def free_port() -> int:
@@ -100,6 +100,8 @@ def run_stack(
         "SAGAWORKS_DATA_DIR": str(data_dir),
         "SAGAWORKS_LOG_LEVEL": "WARNING",
         **{f"SAGAWORKS_{s.upper()}_TASK_QUEUE": f"{prefix}-{s}" for s in SERVICES},
+        # Each stack its own coordinator, so stacks sharing a dev server never mix reports.
+        "SAGAWORKS_COORDINATOR_WORKFLOW_ID": f"{prefix}-coordinator",
         **(extra_env or {}),
     }
     data_dir.mkdir(parents=True, exist_ok=True)

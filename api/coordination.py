@@ -1,0 +1,136 @@
+"""The Temporal side of the coordination endpoints, and the load-shedding decision.
+
+One `CoordinationView` per API process caches the coordinator's state for a second, so a
+burst of requests (every POST /orders consults it) costs one query, not one each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from datetime import timedelta
+
+from temporalio.client import Client, WorkflowFailureError, WorkflowUpdateFailedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from api.errors import ApiError, Overloaded, TemporalUnavailable, UnprocessableRequest
+from api.sagas import bounded, refusal
+from common.settings import Settings
+from workflows.coordination_models import CoordinationState, OperateRequest
+from workflows.coordinator import CoordinatorWorkflow
+from workflows.faults import FaultChange, FaultConfigWorkflow
+from workflows.models import ConfigureFaultInput, FaultState
+
+log = logging.getLogger("sagaworks.api")
+
+CACHE_S = 1.0
+
+
+class CoordinatorNotRunning(ApiError):
+    status_code = 503
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the coordinator is not running yet; it starts with the first worker report"
+        )
+
+
+class CoordinationView:
+    def __init__(self, client: Client, settings: Settings) -> None:
+        self._client = client
+        self._settings = settings
+        self._lock = asyncio.Lock()
+        self._state: CoordinationState | None = None
+        self._fetched = 0.0
+
+    async def state(self, *, fresh: bool = False) -> CoordinationState:
+        async with self._lock:  # concurrent callers share one query
+            if fresh or self._state is None or time.monotonic() - self._fetched > CACHE_S:
+                self._state = await self._query()
+                self._fetched = time.monotonic()
+            return self._state
+
+    async def _query(self) -> CoordinationState:
+        handle = self._client.get_workflow_handle_for(
+            CoordinatorWorkflow.run, self._settings.coordinator_workflow_id
+        )
+        try:
+            return await bounded(
+                self._settings,
+                lambda t: handle.query(CoordinatorWorkflow.state, rpc_timeout=t),
+            )
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:
+                raise CoordinatorNotRunning() from err
+            raise
+
+    async def operate(self, request: OperateRequest) -> CoordinationState:
+        handle = self._client.get_workflow_handle_for(
+            CoordinatorWorkflow.run, self._settings.coordinator_workflow_id
+        )
+        try:
+            state = await bounded(
+                self._settings,
+                lambda t: handle.execute_update(
+                    CoordinatorWorkflow.operate, request, rpc_timeout=t
+                ),
+            )
+        except WorkflowUpdateFailedError as err:
+            raise UnprocessableRequest(refusal(err)) from err
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:
+                raise CoordinatorNotRunning() from err
+            raise
+        async with self._lock:
+            self._state, self._fetched = state, time.monotonic()
+        return state
+
+    async def check_intake(self) -> None:
+        """Raise `Overloaded` while intake is paused or too many sagas are in flight."""
+        settings = self._settings
+        if not settings.coordination_enabled:
+            return
+        try:
+            state = await self.state()
+        except ApiError as err:
+            # Fail open: an unreadable coordinator must not stop the business.
+            log.warning("intake check skipped: %s", err.detail)
+            return
+        retry_after = settings.shed_retry_after_s
+        if state.intake.paused:
+            raise Overloaded(f"intake is paused ({state.intake.reason}); retry later", retry_after)
+        if state.sagas.in_flight >= settings.max_in_flight_sagas:
+            raise Overloaded(
+                f"{state.sagas.in_flight} sagas in flight (limit "
+                f"{settings.max_in_flight_sagas}); retry later",
+                retry_after,
+            )
+
+
+async def configure_fault(
+    client: Client, settings: Settings, change: ConfigureFaultInput
+) -> FaultState:
+    """Run `configure_fault` on the service's own queue, through FaultConfigWorkflow."""
+    timeout = settings.api_temporal_timeout_s
+    try:
+        return await bounded(
+            settings,
+            lambda t: client.execute_workflow(
+                FaultConfigWorkflow.run,
+                FaultChange(
+                    change,
+                    task_queue=getattr(settings, f"{change.service}_task_queue"),
+                    timeout_s=timeout,
+                ),
+                id=f"fault-{change.service}-{uuid.uuid4().hex[:12]}",
+                task_queue=settings.orders_task_queue,
+                execution_timeout=timedelta(seconds=timeout),
+                rpc_timeout=t,
+            ),
+        )
+    except WorkflowFailureError as err:
+        raise TemporalUnavailable(
+            f"the {change.service} worker did not apply the change within {timeout:g}s"
+        ) from err

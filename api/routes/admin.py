@@ -1,0 +1,49 @@
+"""Chaos-drill endpoints: inject or clear a service's faults (stored in its own database)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from fastapi import APIRouter, Response
+
+from api.coordination import configure_fault
+from api.deps import ClientDep, SettingsDep
+from api.errors import error_responses
+from api.schemas import FaultIn, FaultOut
+from common.settings import SERVICES
+from workflows.models import ConfigureFaultInput
+
+router = APIRouter(prefix="/admin/faults", tags=["admin"])
+
+Service = StrEnum("Service", {name: name for name in SERVICES})  # type: ignore[misc]
+NO_WORKER = "the service's worker did not apply the change in time (is it running?)"
+
+
+@router.put(
+    "/{service}",
+    summary="Inject faults into a service: a share of failing calls and added latency",
+    responses=error_responses({503: NO_WORKER}),
+)
+async def put_fault(
+    service: Service, body: FaultIn, client: ClientDep, settings: SettingsDep
+) -> FaultOut:
+    change = ConfigureFaultInput(str(service), body.error_ratio, body.latency_ms)
+    state = await configure_fault(client, settings, change)
+    return FaultOut(
+        service=state.service,
+        error_ratio=state.error_ratio,
+        latency_ms=state.latency_ms,
+        injected_errors=state.injected_errors,
+        updated_at=state.updated_at,
+    )
+
+
+@router.delete(
+    "/{service}",
+    status_code=204,
+    summary="Clear a service's injected faults",
+    responses=error_responses({503: NO_WORKER}),
+)
+async def delete_fault(service: Service, client: ClientDep, settings: SettingsDep) -> Response:
+    await configure_fault(client, settings, ConfigureFaultInput(str(service), clear=True))
+    return Response(status_code=204)

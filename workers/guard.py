@@ -1,0 +1,166 @@
+"""The service worker's activity interceptor: circuit breaking, injected faults, metrics.
+
+Every business activity of a service passes through `ServiceGuard`:
+1. While the service's circuit is open, the call fails fast with a retryable
+   `ApplicationError` whose `next_retry_delay` is the rest of the open window, so the
+   saga's durable retry waits instead of hammering the service. While half-open, one call
+   at a time per process goes through as the probe.
+2. An injected fault (chaos drill) adds latency and fails a share of the calls.
+3. The outcome and latency go into the process's `ReportBuffer` for the coordinator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from temporalio import activity
+from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
+from temporalio.worker import (
+    ActivityInboundInterceptor,
+    ExecuteActivityInput,
+    Interceptor,
+)
+
+from activities.faults import FaultStore
+from workers.reporting import ReportBuffer
+from workflows.coordination_models import CircuitPhase, CircuitView
+from workflows.models import FaultState
+
+log = logging.getLogger("sagaworks.guard")
+
+# Operator plumbing is never refused or faulted: clearing a fault must work mid-drill.
+UNGUARDED_ACTIVITIES = frozenset({"configure_fault"})
+CIRCUIT_OPEN = "CircuitOpen"
+INJECTED_FAULT = "InjectedFault"
+# A circuit view older than this is ignored: a lost coordinator must not block a service.
+STALE_AFTER = timedelta(seconds=30)
+MIN_DELAY = timedelta(seconds=1)
+
+
+class CircuitCache:
+    """This process's copy of the coordinator's circuit states, refreshed by the agent."""
+
+    def __init__(self) -> None:
+        self._circuits: dict[str, CircuitView] = {}
+        self._fetched_at: datetime | None = None
+
+    async def refresh(self, client: Client, coordinator_id: str) -> None:
+        try:
+            circuits = await client.get_workflow_handle(coordinator_id).query(
+                "circuits", result_type=dict[str, CircuitView], rpc_timeout=timedelta(seconds=2)
+            )
+        except Exception as err:  # the coordinator may not exist yet, or its worker be down
+            log.debug("circuit refresh failed: %s", err)
+            return
+        self._circuits = circuits
+        self._fetched_at = datetime.now(UTC)
+
+    def current(self, service: str) -> CircuitView | None:
+        if self._fetched_at is None or datetime.now(UTC) - self._fetched_at > STALE_AFTER:
+            return None
+        return self._circuits.get(service)
+
+
+class FaultCache:
+    """The injected fault stored in this service's database, re-read once a second."""
+
+    def __init__(self, store: FaultStore) -> None:
+        self._store = store
+        self.fault = FaultState(store.service)
+
+    async def refresh(self) -> None:
+        try:
+            self.fault = await asyncio.to_thread(self._store.read)
+        except Exception as err:  # a busy database delays the drill, never the service
+            log.warning("could not read the injected fault: %s", err)
+
+    async def apply(self) -> None:
+        fault = self.fault
+        if fault.latency_ms:
+            await asyncio.sleep(fault.latency_ms / 1000)
+        if fault.error_ratio and random.random() < fault.error_ratio:
+            await asyncio.to_thread(self._store.count_injected_error)
+            raise ApplicationError(
+                f"injected fault: {fault.error_ratio:.0%} of {fault.service} calls fail",
+                type=INJECTED_FAULT,
+            )
+
+
+class ServiceGuard(Interceptor):
+    def __init__(
+        self,
+        service: str,
+        buffer: ReportBuffer,
+        faults: FaultCache,
+        circuits: CircuitCache | None,
+        open_s: int,
+    ) -> None:
+        self.service = service
+        self.buffer = buffer
+        self.faults = faults
+        self.circuits = circuits
+        self.open_s = open_s
+        self._probing = False
+
+    def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
+        return _GuardedActivity(next, self)
+
+    def admit(self) -> bool:
+        """Raise if the circuit refuses the call; return True if it is the half-open probe."""
+        circuit = self.circuits.current(self.service) if self.circuits else None
+        if circuit is None or circuit.state == CircuitPhase.CLOSED:
+            return False
+        if circuit.state == CircuitPhase.HALF_OPEN and not self._probing:
+            self._probing = True
+            return True
+        if circuit.state == CircuitPhase.OPEN and circuit.retry_at is not None:
+            delay = circuit.retry_at - datetime.now(UTC)
+        elif circuit.state == CircuitPhase.OPEN:  # tripped by hand: open until reset
+            delay = timedelta(seconds=self.open_s)
+        else:  # half-open with the probe already out
+            delay = MIN_DELAY
+        self.buffer.call_rejected(self.service)
+        raise ApplicationError(
+            f"{self.service} circuit is {circuit.state.value}: {circuit.reason}",
+            type=CIRCUIT_OPEN,
+            next_retry_delay=max(delay, MIN_DELAY) + timedelta(seconds=random.random()),
+        )
+
+    def probe_done(self) -> None:
+        self._probing = False
+
+
+class _GuardedActivity(ActivityInboundInterceptor):
+    def __init__(self, next: ActivityInboundInterceptor, guard: ServiceGuard) -> None:
+        super().__init__(next)
+        self._guard = guard
+
+    async def execute_activity(self, input: ExecuteActivityInput) -> Any:
+        guard = self._guard
+        if activity.info().activity_type in UNGUARDED_ACTIVITIES:
+            return await self.next.execute_activity(input)
+        probe = guard.admit()
+        guard.buffer.call_started(guard.service)
+        started = time.monotonic()
+        error: str | None = None
+        try:
+            await guard.faults.apply()
+            return await self.next.execute_activity(input)
+        except ApplicationError as err:
+            # A business refusal is a healthy answer; only retryable failures count.
+            error = None if err.non_retryable else f"{err.type}: {err}"
+            raise
+        except Exception as err:
+            error = f"{type(err).__name__}: {err}"
+            raise
+        finally:
+            elapsed_ms = (time.monotonic() - started) * 1000
+            guard.buffer.call_finished(guard.service, elapsed_ms, error)
+            if probe:
+                guard.probe_done()

@@ -1,0 +1,330 @@
+"""The coordinator's book-keeping: pure, deterministic, and carried across continue-as-new.
+
+Every method takes `now` from the caller (the workflow passes `workflow.now()`), so the
+same code is unit-testable and replay-safe.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from workflows.coordination_models import (
+    LATENCY_BOUNDS_MS,
+    SCHEMA_VERSION,
+    CircuitPhase,
+    CircuitView,
+    CoordinationState,
+    CoordinatorConfig,
+    Intake,
+    OperateRequest,
+    OperatorAction,
+    SagaCounts,
+    SagaSnapshot,
+    ServiceSample,
+    ServiceView,
+    StuckCompensation,
+    TerminalRecord,
+    Throughput,
+    WorkerReport,
+    WorkerSeen,
+)
+
+AGEING_TICK = timedelta(seconds=5)
+
+
+@dataclass
+class Bucket:
+    """What one report said about one service, stamped with when it arrived."""
+
+    at: datetime
+    calls: int
+    errors: int
+    rejected: int
+    latency_buckets: list[int]
+
+
+@dataclass
+class ServiceBook:
+    window: list[Bucket] = field(default_factory=list)
+    circuit: CircuitView = field(default_factory=CircuitView)
+    in_flight: dict[str, int] = field(default_factory=dict)  # per worker process
+    last_error: str | None = None
+
+
+@dataclass
+class SagaEntry:
+    status: str
+    step: str | None
+    updated_at: datetime
+
+
+@dataclass
+class FinishedBucket:
+    at: datetime
+    started: int = 0
+    by_status: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Book:
+    services: dict[str, ServiceBook] = field(default_factory=dict)
+    sagas: dict[str, SagaEntry] = field(default_factory=dict)  # running sagas only
+    finished_total: dict[str, int] = field(default_factory=dict)
+    finished_window: list[FinishedBucket] = field(default_factory=list)
+    recent_terminals: list[TerminalRecord] = field(default_factory=list)
+    dead_letters: dict[str, StuckCompensation] = field(default_factory=dict)
+    workers: dict[str, WorkerSeen] = field(default_factory=dict)
+    intake: Intake = field(default_factory=lambda: Intake(paused=False, reason=None, since=None))
+    reports: int = 0
+    revision: int = 0
+
+    # --- input ---------------------------------------------------------------------------
+
+    def apply_report(self, report: WorkerReport, now: datetime, config: CoordinatorConfig) -> None:
+        self.reports += 1
+        seen = self.workers.get(report.worker)
+        self.workers[report.worker] = WorkerSeen(
+            report.worker, now, (seen.reports if seen else 0) + 1
+        )
+        for sample in report.services:
+            self._apply_sample(sample, report.worker, now)
+        finished = FinishedBucket(at=now)
+        for snapshot in report.sagas:
+            self._apply_saga(snapshot, now, finished, config)
+        if finished.started or finished.by_status:
+            self.finished_window.append(finished)
+        self.tick(now, config)
+        self.revision += 1
+
+    def _apply_sample(self, sample: ServiceSample, worker: str, now: datetime) -> None:
+        book = self.services.setdefault(sample.service, ServiceBook())
+        book.in_flight[worker] = sample.in_flight
+        if sample.last_error:
+            book.last_error = sample.last_error
+        if sample.calls or sample.rejected:
+            book.window.append(
+                Bucket(now, sample.calls, sample.errors, sample.rejected, sample.latency_buckets)
+            )
+
+    def _apply_saga(
+        self,
+        snapshot: SagaSnapshot,
+        now: datetime,
+        finished: FinishedBucket,
+        config: CoordinatorConfig,
+    ) -> None:
+        known = self.sagas.pop(snapshot.order_id, None)
+        for key in [k for k in self.dead_letters if k.startswith(f"{snapshot.order_id}:")]:
+            del self.dead_letters[key]
+        for stuck in snapshot.stuck:
+            self.dead_letters[f"{snapshot.order_id}:{stuck.compensation}"] = stuck
+        if known is None and not snapshot.terminal:
+            finished.started += 1
+        if not snapshot.terminal:
+            self.sagas[snapshot.order_id] = SagaEntry(snapshot.status, snapshot.step, now)
+            return
+        finished.by_status[snapshot.status] = finished.by_status.get(snapshot.status, 0) + 1
+        self.finished_total[snapshot.status] = self.finished_total.get(snapshot.status, 0) + 1
+        self.recent_terminals.append(
+            TerminalRecord(snapshot.order_id, snapshot.status, snapshot.at, now)
+        )
+        del self.recent_terminals[: -config.recent_terminals]
+
+    # --- time ----------------------------------------------------------------------------
+
+    def tick(self, now: datetime, config: CoordinatorConfig) -> None:
+        """Age the windows and move circuits along; call on every report and timer."""
+        stats_from = now - timedelta(seconds=config.stats_window_s)
+        circuit_from = now - timedelta(seconds=config.circuit.window_s)
+        keep_from = min(stats_from, circuit_from)
+        self.finished_window = [b for b in self.finished_window if b.at > stats_from]
+        for name, book in self.services.items():
+            book.window = [b for b in book.window if b.at > keep_from]
+            # A worker that stopped reporting (killed, scaled down) no longer has calls open.
+            book.in_flight = {
+                worker: count
+                for worker, count in book.in_flight.items()
+                if worker in self.workers and self.workers[worker].last_report_at > stats_from
+            }
+            self._move_circuit(name, book, now, config)
+
+    def next_deadline(self, now: datetime, config: CoordinatorConfig) -> datetime | None:
+        """When the state next changes on its own: a circuit half-opening or data ageing."""
+        deadlines = [
+            book.circuit.retry_at
+            for book in self.services.values()
+            if book.circuit.state == CircuitPhase.OPEN and book.circuit.retry_at is not None
+        ]
+        oldest = [b.at for book in self.services.values() for b in book.window[:1]]
+        oldest += [b.at for b in self.finished_window[:1]]
+        if oldest:
+            window = max(config.stats_window_s, config.circuit.window_s)
+            # Ageing needs no precision: at most one tick every AGEING_TICK.
+            deadlines.append(max(min(oldest) + timedelta(seconds=window), now + AGEING_TICK))
+        return min(deadlines) if deadlines else None
+
+    def _move_circuit(
+        self, name: str, book: ServiceBook, now: datetime, config: CoordinatorConfig
+    ) -> None:
+        circuit, policy = book.circuit, config.circuit
+        if circuit.state == CircuitPhase.CLOSED:
+            recent = [b for b in book.window if b.at > now - timedelta(seconds=policy.window_s)]
+            calls = sum(b.calls for b in recent)
+            errors = sum(b.errors for b in recent)
+            if calls >= policy.min_calls and errors / calls >= policy.error_ratio:
+                reason = (
+                    f"{errors} of {calls} calls failed in the last {policy.window_s}s "
+                    f"(threshold {policy.error_ratio:.0%} over at least {policy.min_calls})"
+                )
+                self._open(book, now, config, reason)
+        elif circuit.state == CircuitPhase.OPEN:
+            if circuit.retry_at is not None and now >= circuit.retry_at:
+                book.circuit = CircuitView(
+                    CircuitPhase.HALF_OPEN,
+                    f"open for {policy.open_s}s; letting a probe through",
+                    since=now,
+                    opened_count=circuit.opened_count,
+                )
+        elif circuit.state == CircuitPhase.HALF_OPEN:
+            since = circuit.since or now
+            probes = [b for b in book.window if b.at >= since]
+            if any(b.errors for b in probes):
+                self._open(book, now, config, "the half-open probe failed")
+            elif any(b.calls for b in probes):
+                self._close(book, now, "a half-open probe succeeded")
+
+    def _open(
+        self, book: ServiceBook, now: datetime, config: CoordinatorConfig, reason: str
+    ) -> None:
+        book.circuit = CircuitView(
+            CircuitPhase.OPEN,
+            reason,
+            since=now,
+            retry_at=now + timedelta(seconds=config.circuit.open_s),
+            opened_count=book.circuit.opened_count + 1,
+        )
+
+    def _close(self, book: ServiceBook, now: datetime, reason: str) -> None:
+        book.circuit = CircuitView(
+            CircuitPhase.CLOSED, reason, since=now, opened_count=book.circuit.opened_count
+        )
+        # Failures from before the circuit closed must not trip it again at once.
+        book.window = []
+
+    # --- operator actions ----------------------------------------------------------------
+
+    def validate(self, request: OperateRequest, config: CoordinatorConfig) -> None:
+        actions = [a.value for a in OperatorAction]
+        if request.action not in actions:
+            raise ValueError(f"unknown action {request.action!r}; expected one of {actions}")
+        action = OperatorAction(request.action)
+        if action in (OperatorAction.TRIP, OperatorAction.RESET):
+            if request.service not in config.services:
+                raise ValueError(
+                    f"{action.value} needs a service, one of {config.services}; "
+                    f"got {request.service!r}"
+                )
+        elif request.service is not None:
+            raise ValueError(f"{action.value} applies to the whole system; omit 'service'")
+
+    def operate(self, request: OperateRequest, now: datetime, config: CoordinatorConfig) -> None:
+        action = OperatorAction(request.action)
+        why = request.reason or "by operator"
+        if action == OperatorAction.TRIP and request.service:
+            book = self.services.setdefault(request.service, ServiceBook())
+            book.circuit = CircuitView(
+                CircuitPhase.OPEN,
+                f"tripped {why}",
+                since=now,
+                manual=True,
+                opened_count=book.circuit.opened_count + 1,
+            )
+        elif action == OperatorAction.RESET and request.service:
+            book = self.services.setdefault(request.service, ServiceBook())
+            self._close(book, now, f"reset {why}")
+        elif action == OperatorAction.PAUSE_INTAKE:
+            self.intake = Intake(paused=True, reason=f"paused {why}", since=now)
+        elif action == OperatorAction.RESUME_INTAKE:
+            self.intake = Intake(paused=False, reason=None, since=now)
+        self.revision += 1
+
+    # --- output --------------------------------------------------------------------------
+
+    def view(self, now: datetime, config: CoordinatorConfig, run: int) -> CoordinationState:
+        statuses = Counter(s.status for s in self.sagas.values())
+        steps = Counter(s.step or "-" for s in self.sagas.values())
+        window_s = config.stats_window_s
+        recent = [b for b in self.finished_window if b.at > now - timedelta(seconds=window_s)]
+        finished_by: Counter[str] = Counter()
+        for bucket in recent:
+            finished_by.update(bucket.by_status)
+        finished = sum(finished_by.values())
+        return CoordinationState(
+            schema_version=SCHEMA_VERSION,
+            revision=self.revision,
+            as_of=now,
+            run=run,
+            reports=self.reports,
+            intake=self.intake,
+            sagas=SagaCounts(
+                in_flight=len(self.sagas),
+                compensating=statuses.get("COMPENSATING", 0),
+                by_status=dict(statuses),
+                by_step=dict(steps),
+                finished_total=dict(self.finished_total),
+            ),
+            throughput=Throughput(
+                window_s=window_s,
+                started=sum(b.started for b in recent),
+                finished=finished,
+                finished_per_s=round(finished / window_s, 3),
+                by_status=dict(finished_by),
+            ),
+            services={
+                name: _service_view(self.services.get(name, ServiceBook()), now, window_s)
+                for name in sorted({*config.services, *self.services})
+            },
+            dead_letters=list(self.dead_letters.values()),
+            recent_terminals=list(self.recent_terminals),
+            workers=list(self.workers.values()),
+        )
+
+
+def _service_view(book: ServiceBook, now: datetime, window_s: int) -> ServiceView:
+    recent = [b for b in book.window if b.at > now - timedelta(seconds=window_s)]
+    calls = sum(b.calls for b in recent)
+    errors = sum(b.errors for b in recent)
+    histogram = [sum(column) for column in zip(*(b.latency_buckets for b in recent), strict=False)]
+    return ServiceView(
+        window_s=window_s,
+        calls=calls,
+        calls_per_s=round(calls / window_s, 3),
+        errors=errors,
+        error_ratio=round(errors / calls, 4) if calls else 0.0,
+        rejected=sum(b.rejected for b in recent),
+        p50_ms=percentile(histogram, 0.50),
+        p95_ms=percentile(histogram, 0.95),
+        in_flight=sum(book.in_flight.values()),
+        last_error=book.last_error,
+        circuit=book.circuit,
+    )
+
+
+def percentile(histogram: list[int], q: float) -> float | None:
+    """Estimate a quantile from bucket counts, interpolating inside the bucket it falls in."""
+    total = sum(histogram)
+    if total == 0:
+        return None
+    rank = q * total
+    seen = 0
+    for index, count in enumerate(histogram):
+        if count and seen + count >= rank:
+            low = LATENCY_BOUNDS_MS[index - 1] if index else 0.0
+            high = LATENCY_BOUNDS_MS[index]
+            if high == float("inf"):
+                return float(low)
+            return round(low + (high - low) * (rank - seen) / count, 1)
+        seen += count
+    return float(LATENCY_BOUNDS_MS[-2])
