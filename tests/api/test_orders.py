@@ -30,6 +30,7 @@ async def test_order_is_accepted_then_completes(api: Api) -> None:
         "authorize_payment",
         "create_shipment",
         "capture_payment",
+        "send_confirmation",
     ]
     assert all(s["status"] == "succeeded" for s in done["steps"])
 

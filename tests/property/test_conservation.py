@@ -321,7 +321,7 @@ class Order:
             shipping_address=Address("Ada", "1 Main St", "Berlin", "10115", self.scenario.country),
             approval_threshold_cents=APPROVAL_THRESHOLD_CENTS,
             approval_timeout_s=APPROVAL_TIMEOUT_S,
-            task_queues=TaskQueues(self.task_queue, self.task_queue, self.task_queue),
+            task_queues=TaskQueues(*[self.task_queue] * 4),
         )
         return await self.client.start_workflow(
             OrderWorkflow.run,

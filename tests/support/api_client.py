@@ -94,10 +94,18 @@ def order_body(
 async def system_on_dev_server(
     data_dir: Path, extra_env: dict[str, str] | None = None
 ) -> AsyncIterator[Api]:
-    """A real dev server, the four worker processes and uvicorn: the system `make up` runs."""
-    async with dev_server_env() as env:
-        target = env.client.service_client.config.target_host
-        with run_stack(target, data_dir, extra_env=extra_env) as stack:
-            assert stack.api_url is not None
-            async with httpx.AsyncClient(base_url=stack.api_url, timeout=30) as http:
-                yield Api(stack, http, env.client)
+    """A real dev server, the worker processes and uvicorn: the system `make up` runs."""
+    async with dev_server_env() as env, system_on(env.client, data_dir, extra_env) as api:
+        yield api
+
+
+@asynccontextmanager
+async def system_on(
+    client: Client, data_dir: Path, extra_env: dict[str, str] | None = None
+) -> AsyncIterator[Api]:
+    """The worker processes and uvicorn against an already running server."""
+    target = client.service_client.config.target_host
+    with run_stack(target, data_dir, extra_env=extra_env) as stack:
+        assert stack.api_url is not None
+        async with httpx.AsyncClient(base_url=stack.api_url, timeout=30) as http:
+            yield Api(stack, http, client)

@@ -15,8 +15,9 @@ from sqlmodel import select
 from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import Worker
 
-from activities import inventory, payments, shipping
+from activities import inventory, notifications, payments, shipping
 from activities.inventory import CATALOGUE, InventoryActivities, Product, Reservation
+from activities.notifications import NotificationActivities
 from activities.payments import Payment, PaymentActivities
 from activities.shipping import Shipment, ShippingActivities
 from common.db import SessionFactory, create_tables, make_engine, session_factory
@@ -27,16 +28,17 @@ T = TypeVar("T")
 
 INITIAL_STOCK = {product.sku: product.stock for product in CATALOGUE}
 PRICE = {product.sku: product.price_cents for product in CATALOGUE}
-SERVICES = ("inventory", "payments", "shipping")
+SERVICES = ("inventory", "payments", "shipping", "notifications")
 
 
 @dataclass
 class Services:
-    """The three business services, each over its own fresh SQLite database."""
+    """The business services, each over its own fresh SQLite database."""
 
     inventory: SessionFactory
     payments: SessionFactory
     shipping: SessionFactory
+    notifications: SessionFactory
     engines: list[Engine]
 
     def activities(
@@ -63,6 +65,9 @@ class Services:
             "create_shipment": parcels.create_shipment,
             "cancel_shipment": parcels.cancel_shipment,
         }
+        available["notifications"] = {
+            "send_confirmation": NotificationActivities(self.notifications).send_confirmation
+        }
         chosen: dict[str, Callable[..., Any]] = {}
         for service in services or SERVICES:
             chosen.update(available[service])
@@ -77,6 +82,7 @@ def build_services(sqlite_url: Callable[[str], str]) -> Services:
         "inventory": inventory.TABLES,
         "payments": payments.TABLES,
         "shipping": shipping.TABLES,
+        "notifications": notifications.TABLES,
     }
     factories: dict[str, SessionFactory] = {}
     engines = []
@@ -90,6 +96,7 @@ def build_services(sqlite_url: Callable[[str], str]) -> Services:
         inventory=factories["inventory"],
         payments=factories["payments"],
         shipping=factories["shipping"],
+        notifications=factories["notifications"],
         engines=engines,
     )
 
@@ -127,7 +134,7 @@ def order_input(
     country: str = "DE",
     **overrides: Any,
 ) -> OrderInput:
-    task_queues = queues if isinstance(queues, TaskQueues) else TaskQueues(queues, queues, queues)
+    task_queues = queues if isinstance(queues, TaskQueues) else TaskQueues(queues, queues, queues, queues)
     return OrderInput(
         order_id=new_id("order"),
         customer_id=new_id("customer"),

@@ -66,7 +66,7 @@ def compensations(status: OrderStatus) -> list[tuple[str, str]]:
 def split_queues(task_queue: str) -> tuple[TaskQueues, str]:
     """Queues where shipping has its own task queue, so a test decides when it is served."""
     shipping_queue = f"{task_queue}-shipping"
-    return TaskQueues(task_queue, task_queue, shipping_queue), shipping_queue
+    return TaskQueues(task_queue, task_queue, shipping_queue, task_queue), shipping_queue
 
 
 def in_shipping(status: OrderStatus) -> bool:
@@ -95,6 +95,7 @@ async def test_happy_path_completes(
         ("authorize_payment", "succeeded", 1),
         ("create_shipment", "succeeded", 1),
         ("capture_payment", "succeeded", 1),
+        ("send_confirmation", "succeeded", 1),
     ]
     assert compensations(result) == [
         ("reserve_stock", "not_needed"),
@@ -238,7 +239,7 @@ async def test_cancel_signal_once_shipping_started_is_ignored(
 ) -> None:
     queues, shipping_queue = split_queues(task_queue)
     input = order_input(queues)
-    activities = services.activities("inventory", "payments")
+    activities = services.activities("inventory", "payments", "notifications")
     async with running_worker(ts_env.client, task_queue, activities):
         handle = await start_order(ts_env.client, input, task_queue)
         # No shipping worker yet: the saga sits in create_shipment, deterministically.
@@ -252,7 +253,7 @@ async def test_cancel_signal_once_shipping_started_is_ignored(
     assert result.status == OrderState.COMPLETED
     assert result.failure_reason is None
     assert not result.cancel_requested
-    assert [s.status for s in result.steps] == ["succeeded"] * 4
+    assert [s.status for s in result.steps] == ["succeeded"] * 5
     assert stock(services.inventory, "SKU-1") == INITIAL_STOCK["SKU-1"] - 2
     assert [p.status for p in payments_of(services.payments, input.order_id)] == ["captured"]
     assert [s.status for s in shipments_of(services.shipping, input.order_id)] == ["created"]
@@ -279,6 +280,7 @@ async def test_approve_signal_lets_a_high_value_order_complete(
         "await_approval",
         "create_shipment",
         "capture_payment",
+        "send_confirmation",
     ]
     assert all(s.status == "succeeded" for s in result.steps)
     [payment] = payments_of(services.payments, input.order_id)
@@ -498,7 +500,7 @@ async def test_cancel_update_is_rejected_once_shipping_started(
 ) -> None:
     queues, shipping_queue = split_queues(task_queue)
     input = order_input(queues)
-    activities = services.activities("inventory", "payments")
+    activities = services.activities("inventory", "payments", "notifications")
     async with running_worker(dev_env.client, task_queue, activities):
         handle = await start_order(dev_env.client, input, task_queue)
         await wait_for_status(handle, in_shipping)
@@ -521,7 +523,7 @@ async def test_decide_update_approves_and_then_refuses_a_second_decision(
 ) -> None:
     queues, shipping_queue = split_queues(task_queue)
     input = order_input(queues, items=HIGH_VALUE)
-    activities = services.activities("inventory", "payments")
+    activities = services.activities("inventory", "payments", "notifications")
     async with running_worker(dev_env.client, task_queue, activities):
         handle = await start_order(dev_env.client, input, task_queue)
         await wait_for_status(handle, awaiting_approval)
@@ -545,7 +547,7 @@ async def test_decide_update_is_rejected_when_not_awaiting_approval(
 ) -> None:
     queues, shipping_queue = split_queues(task_queue)
     input = order_input(queues)  # below the threshold: never held for approval
-    activities = services.activities("inventory", "payments")
+    activities = services.activities("inventory", "payments", "notifications")
     async with running_worker(dev_env.client, task_queue, activities):
         handle = await start_order(dev_env.client, input, task_queue)
         await wait_for_status(handle, in_shipping)
@@ -572,7 +574,7 @@ async def test_workflow_cancellation_mid_step_still_compensates(
     queues, shipping_queue = split_queues(task_queue)
     input = order_input(queues, items=[("SKU-2", 2)])
     async with running_worker(
-        dev_env.client, task_queue, services.activities("inventory", "payments")
+        dev_env.client, task_queue, services.activities("inventory", "payments", "notifications")
     ):
         handle = await start_order(dev_env.client, input, task_queue)
         await wait_for_status(handle, in_shipping)
@@ -603,3 +605,32 @@ async def test_workflow_cancellation_mid_step_still_compensates(
     # The shipment was never created; the cancel left a tombstone in its place.
     [shipment] = shipments_of(services.shipping, input.order_id)
     assert (shipment.status, shipment.tracking_number) == ("cancelled", "")
+
+
+# --- graceful degradation ------------------------------------------------------------------
+
+
+async def test_failing_optional_confirmation_is_skipped_and_the_order_completes(
+    ts_env: WorkflowEnvironment, task_queue: str, services: Services
+) -> None:
+    calls = 0
+
+    @activity.defn(name="send_confirmation")
+    def send_confirmation_down(input: object) -> None:
+        nonlocal calls
+        calls += 1
+        raise RuntimeError("mail relay unreachable")
+
+    input = order_input(task_queue)
+    activities = services.activities(replace={"send_confirmation": send_confirmation_down})
+    async with running_worker(ts_env.client, task_queue, activities):
+        result = await result_of(await start_order(ts_env.client, input, task_queue))
+
+    assert result.status == OrderState.COMPLETED
+    assert result.failure_reason is None
+    notify = result.steps[-1]
+    assert (notify.name, notify.status) == ("send_confirmation", "skipped")
+    assert notify.error is not None and "mail relay unreachable" in notify.error
+    assert calls == 3  # the optional step's bounded retries, then it gives up
+    assert [p.status for p in payments_of(services.payments, input.order_id)] == ["captured"]
+    assert [s.status for s in shipments_of(services.shipping, input.order_id)] == ["created"]
