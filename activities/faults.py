@@ -8,6 +8,7 @@ activity interceptor (workers/guard.py) reads it back at most once a second.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 
 from sqlalchemy import update
@@ -33,6 +34,9 @@ class FaultStore:
     def __init__(self, open_session: SessionFactory, service: str) -> None:
         self._open_session = open_session
         self.service = service
+        # Told of every change made through this process, so the worker that applied an
+        # operator's request acts on it at once (others re-read within a second).
+        self.listeners: list[Callable[[FaultState], None]] = []
 
     @activity.defn(name="configure_fault")
     def configure_fault(self, input: ConfigureFaultInput) -> FaultState:
@@ -42,14 +46,18 @@ class FaultStore:
                 if row is not None:
                     session.delete(row)
                     session.commit()
-                return FaultState(self.service)
-            row = row or InjectedFault(service=self.service)
-            row.error_ratio = input.error_ratio
-            row.latency_ms = input.latency_ms
-            row.updated_at = utcnow()
-            session.add(row)
-            session.commit()
-            return _state(row)
+                state = FaultState(self.service)
+            else:
+                row = row or InjectedFault(service=self.service)
+                row.error_ratio = input.error_ratio
+                row.latency_ms = input.latency_ms
+                row.updated_at = utcnow()
+                session.add(row)
+                session.commit()
+                state = _state(row)
+        for listener in self.listeners:
+            listener(state)
+        return state
 
     def read(self) -> FaultState:
         with self._open_session() as session:

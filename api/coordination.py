@@ -113,7 +113,8 @@ async def configure_fault(
     client: Client, settings: Settings, change: ConfigureFaultInput
 ) -> FaultState:
     """Run `configure_fault` on the service's own queue, through FaultConfigWorkflow."""
-    timeout = settings.api_temporal_timeout_s
+    # Inside the gateway's own bound, so a service that is down is named as such.
+    timeout = round(settings.api_temporal_timeout_s * 0.8, 1)
     try:
         return await bounded(
             settings,

@@ -55,8 +55,10 @@ class CoordinationAgent:
         """Loop until cancelled; the pause after each send keeps sends >= 1 s apart."""
         if self._buffer is not None:
             await self.flush(announce=True)
+        log.info("coordination agent running")
         while True:
             await asyncio.sleep(self._settings.report_interval_s)
+            log.debug("agent tick")
             await self.flush()
             if self._circuits is not None:
                 await self._circuits.refresh(self._client, self._settings.coordinator_workflow_id)

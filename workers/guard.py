@@ -73,12 +73,26 @@ class FaultCache:
     def __init__(self, store: FaultStore) -> None:
         self._store = store
         self.fault = FaultState(store.service)
+        store.listeners.append(self.use)
 
     async def refresh(self) -> None:
         try:
-            self.fault = await asyncio.to_thread(self._store.read)
+            fault = await asyncio.to_thread(self._store.read)
         except Exception as err:  # a busy database delays the drill, never the service
             log.warning("could not read the injected fault: %s", err)
+            return
+        self.use(fault)
+
+    def use(self, fault: FaultState) -> None:
+        # Called from the activity thread too; replacing the reference is atomic.
+        if (fault.error_ratio, fault.latency_ms) != (self.fault.error_ratio, self.fault.latency_ms):
+            log.warning(
+                "injected fault on %s now: error ratio %.2f, added latency %d ms",
+                fault.service,
+                fault.error_ratio,
+                fault.latency_ms,
+            )
+        self.fault = fault
 
     async def apply(self) -> None:
         fault = self.fault
@@ -106,7 +120,10 @@ class ServiceGuard(Interceptor):
         self.faults = faults
         self.circuits = circuits
         self.open_s = open_s
-        self._probing = False
+        # The half-open period (its `since`) in which this process sent its probe, and when:
+        # one probe per period, or another if the first one's outcome never arrived.
+        self._probe_period: datetime | None = None
+        self._probe_sent = 0.0
 
     def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
         return _GuardedActivity(next, self)
@@ -116,14 +133,16 @@ class ServiceGuard(Interceptor):
         circuit = self.circuits.current(self.service) if self.circuits else None
         if circuit is None or circuit.state == CircuitPhase.CLOSED:
             return False
-        if circuit.state == CircuitPhase.HALF_OPEN and not self._probing:
-            self._probing = True
+        if circuit.state == CircuitPhase.HALF_OPEN and (
+            self._probe_period != circuit.since or time.monotonic() - self._probe_sent > self.open_s
+        ):
+            self._probe_period, self._probe_sent = circuit.since, time.monotonic()
             return True
         if circuit.state == CircuitPhase.OPEN and circuit.retry_at is not None:
             delay = circuit.retry_at - datetime.now(UTC)
         elif circuit.state == CircuitPhase.OPEN:  # tripped by hand: open until reset
             delay = timedelta(seconds=self.open_s)
-        else:  # half-open with the probe already out
+        else:  # half-open, and this period's probe is out: its outcome decides
             delay = MIN_DELAY
         self.buffer.call_rejected(self.service)
         raise ApplicationError(
@@ -131,9 +150,6 @@ class ServiceGuard(Interceptor):
             type=CIRCUIT_OPEN,
             next_retry_delay=max(delay, MIN_DELAY) + timedelta(seconds=random.random()),
         )
-
-    def probe_done(self) -> None:
-        self._probing = False
 
 
 class _GuardedActivity(ActivityInboundInterceptor):
@@ -145,7 +161,7 @@ class _GuardedActivity(ActivityInboundInterceptor):
         guard = self._guard
         if activity.info().activity_type in UNGUARDED_ACTIVITIES:
             return await self.next.execute_activity(input)
-        probe = guard.admit()
+        guard.admit()
         guard.buffer.call_started(guard.service)
         started = time.monotonic()
         error: str | None = None
@@ -162,5 +178,3 @@ class _GuardedActivity(ActivityInboundInterceptor):
         finally:
             elapsed_ms = (time.monotonic() - started) * 1000
             guard.buffer.call_finished(guard.service, elapsed_ms, error)
-            if probe:
-                guard.probe_done()

@@ -15,7 +15,6 @@ from workflows.coordinator import CoordinatorWorkflow
 from workflows.faults import FaultConfigWorkflow
 from workflows.order import OrderWorkflow
 
-
 # The sandbox must share the process's copy of the lifecycle hook, or the sink installed
 # below would be invisible to workflow code.
 SANDBOX = SandboxedWorkflowRunner(

@@ -20,9 +20,9 @@ import signal
 import sqlite3
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import pytest_asyncio
@@ -34,6 +34,8 @@ from tests.support.api_client import Api, order_body, poll, system_on
 from tests.support.temporal import dev_server_env
 
 pytestmark = pytest.mark.e2e
+
+T = TypeVar("T")
 
 OPEN_S = 5
 HOLD_S = 20
@@ -96,7 +98,7 @@ async def chaos_drill(api: Api, *, breaker: bool) -> int:
     order_ids = [await api.place(order_body()) for _ in range(DRILL_ORDERS)]
     started = time.monotonic()
     if breaker:
-        await poll(lambda: circuit(api, "payments"), lambda s: s == "open", within=20)
+        await poll_with_logs(api, lambda: circuit(api, "payments"), lambda s: s == "open")
         opened_after = time.monotonic() - started
         assert opened_after < 15, f"the circuit took {opened_after:.1f}s to open"
     else:
@@ -105,6 +107,9 @@ async def chaos_drill(api: Api, *, breaker: bool) -> int:
     before = injected_errors(api, "payments")
     await asyncio.sleep(HOLD_S)
     reached = injected_errors(api, "payments") - before
+    if breaker:
+        # The sagas did try meanwhile: their calls were refused at the worker, fast.
+        assert (await coordination(api))["services"]["payments"]["rejected"] > 0
 
     assert (await api.http.delete("/admin/faults/payments")).status_code == 204
     if breaker:
@@ -115,6 +120,16 @@ async def chaos_drill(api: Api, *, breaker: bool) -> int:
     # Held, not lost and not doubled: one payment per order, captured once.
     assert sorted(payment_rows(api, order_ids)) == sorted((o, "captured") for o in order_ids)
     return reached
+
+
+async def poll_with_logs(
+    api: Api, fetch: Callable[[], Awaitable[T]], done: Callable[[T], bool], within: float = 20
+) -> T:
+    try:
+        return await poll(fetch, done, within=within)
+    except AssertionError as err:
+        state = json.dumps(await coordination(api), indent=1)
+        raise AssertionError(f"{err}\n{state}\n{api.stack.logs()}") from None
 
 
 async def test_open_circuit_holds_payments_to_the_probe_rate(
@@ -131,9 +146,7 @@ async def test_open_circuit_holds_payments_to_the_probe_rate(
     probe_budget = HOLD_S // OPEN_S + 2
     assert with_breaker <= probe_budget, (with_breaker, without_breaker)
     assert without_breaker >= 3 * max(with_breaker, 1), (with_breaker, without_breaker)
-    state = await coordination(system)
-    assert state["services"]["payments"]["circuit"]["opened_count"] >= 1
-    assert state["services"]["payments"]["rejected"] > 0
+    print(f"calls reaching payments in {HOLD_S}s: {with_breaker} with, {without_breaker} without")
 
 
 async def test_each_worker_signals_the_coordinator_at_most_once_a_second(
