@@ -134,7 +134,9 @@ def order_input(
     country: str = "DE",
     **overrides: Any,
 ) -> OrderInput:
-    task_queues = queues if isinstance(queues, TaskQueues) else TaskQueues(queues, queues, queues, queues)
+    task_queues = (
+        queues if isinstance(queues, TaskQueues) else TaskQueues(queues, queues, queues, queues)
+    )
     return OrderInput(
         order_id=new_id("order"),
         customer_id=new_id("customer"),
