@@ -26,6 +26,8 @@ class InjectedFault(SQLModel, table=True):
     service: str = Field(primary_key=True, max_length=64)
     error_ratio: float = 0.0
     latency_ms: int = 0
+    activity: str | None = Field(default=None, max_length=64)
+    non_retryable: bool = False
     injected_errors: int = 0
     updated_at: datetime = Field(default_factory=utcnow)
 
@@ -51,6 +53,8 @@ class FaultStore:
                 row = row or InjectedFault(service=self.service)
                 row.error_ratio = input.error_ratio
                 row.latency_ms = input.latency_ms
+                row.activity = input.activity
+                row.non_retryable = input.non_retryable
                 row.updated_at = utcnow()
                 session.add(row)
                 session.commit()
@@ -79,6 +83,8 @@ def _state(row: InjectedFault) -> FaultState:
         service=row.service,
         error_ratio=row.error_ratio,
         latency_ms=row.latency_ms,
+        activity=row.activity,
+        non_retryable=row.non_retryable,
         injected_errors=row.injected_errors,
         updated_at=row.updated_at,
     )

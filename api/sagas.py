@@ -9,7 +9,7 @@ import re
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from temporalio.client import (
     Client,
@@ -46,6 +46,7 @@ from workflows.models import (
     OrderItem,
     OrderState,
     OrderStatus,
+    RetryCompensationsRequest,
     TaskQueues,
 )
 from workflows.order import CUSTOMER_ID, ORDER_STATUS, OrderWorkflow
@@ -222,11 +223,31 @@ async def cancel_order(
 async def decide_order(
     client: Client, settings: Settings, order_id: str, decision: ApprovalDecision
 ) -> OrderStatus:
+    return await _update(client, settings, order_id, "decide", decision)
+
+
+async def retry_order_compensations(
+    client: Client, settings: Settings, order_id: str, operator: str
+) -> OrderStatus:
+    request = RetryCompensationsRequest(operator=operator)
+    return await _update(client, settings, order_id, "retry_compensations", request)
+
+
+async def _update(
+    client: Client,
+    settings: Settings,
+    order_id: str,
+    update: str,
+    argument: Any,
+) -> OrderStatus:
+    """Run an operator update; a refusal, or a saga already closed, answers 409."""
     handle = _handle(client, order_id)
     try:
         return await bounded(
             settings,
-            lambda t: handle.execute_update(OrderWorkflow.decide, decision, rpc_timeout=t),
+            lambda t: handle.execute_update(
+                update, argument, result_type=OrderStatus, rpc_timeout=t
+            ),
         )
     except WorkflowUpdateFailedError as err:
         raise OrderConflict(refusal(err)) from err
@@ -234,7 +255,7 @@ async def decide_order(
         if err.status != RPCStatusCode.NOT_FOUND:
             raise
     current = await load_status(client, settings, order_id)
-    raise OrderConflict(f"order is not awaiting approval (it is {current.status.value})")
+    raise OrderConflict(f"order is already {current.status.value}")
 
 
 def _handle(client: Client, order_id: str) -> WorkflowHandle[OrderWorkflow, OrderStatus]:

@@ -167,11 +167,23 @@ class FaultIn(Schema):
     latency_ms: Annotated[
         int, Field(ge=0, le=60_000, strict=True, description="added to every call")
     ] = 0
+    activity: Annotated[
+        str | None,
+        Field(
+            pattern=r"^[a-z_]{1,64}$",
+            description="only this operation (e.g. void_payment); every call when omitted",
+        ),
+    ] = None
+    non_retryable: Annotated[
+        bool, Field(strict=True, description="fail for good instead of retryably")
+    ] = False
 
 
 class FaultOut(BaseModel):
     service: str
     error_ratio: float
     latency_ms: int
+    activity: str | None
+    non_retryable: bool
     injected_errors: int
     updated_at: datetime | None

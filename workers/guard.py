@@ -12,6 +12,7 @@ Every business activity of a service passes through `ServiceGuard`:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import time
@@ -85,24 +86,23 @@ class FaultCache:
 
     def use(self, fault: FaultState) -> None:
         # Called from the activity thread too; replacing the reference is atomic.
-        if (fault.error_ratio, fault.latency_ms) != (self.fault.error_ratio, self.fault.latency_ms):
-            log.warning(
-                "injected fault on %s now: error ratio %.2f, added latency %d ms",
-                fault.service,
-                fault.error_ratio,
-                fault.latency_ms,
-            )
+        if fault != dataclasses.replace(self.fault, injected_errors=fault.injected_errors):
+            log.warning("injected fault on %s now: %s", fault.service, fault)
         self.fault = fault
 
-    async def apply(self) -> None:
+    async def apply(self, activity_type: str) -> None:
         fault = self.fault
+        if not fault.applies_to(activity_type):
+            return
         if fault.latency_ms:
             await asyncio.sleep(fault.latency_ms / 1000)
         if fault.error_ratio and random.random() < fault.error_ratio:
             await asyncio.to_thread(self._store.count_injected_error)
+            target = fault.activity or f"{fault.service} calls"
             raise ApplicationError(
-                f"injected fault: {fault.error_ratio:.0%} of {fault.service} calls fail",
+                f"injected fault: {fault.error_ratio:.0%} of {target} fail",
                 type=INJECTED_FAULT,
+                non_retryable=fault.non_retryable,
             )
 
 
@@ -159,14 +159,15 @@ class _GuardedActivity(ActivityInboundInterceptor):
 
     async def execute_activity(self, input: ExecuteActivityInput) -> Any:
         guard = self._guard
-        if activity.info().activity_type in UNGUARDED_ACTIVITIES:
+        activity_type = activity.info().activity_type
+        if activity_type in UNGUARDED_ACTIVITIES:
             return await self.next.execute_activity(input)
         guard.admit()
         guard.buffer.call_started(guard.service)
         started = time.monotonic()
         error: str | None = None
         try:
-            await guard.faults.apply()
+            await guard.faults.apply(activity_type)
             return await self.next.execute_activity(input)
         except ApplicationError as err:
             # A business refusal is a healthy answer; only retryable failures count.

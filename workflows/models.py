@@ -119,6 +119,11 @@ class CancelRequest:
 
 
 @dataclass(frozen=True)
+class RetryCompensationsRequest:
+    operator: str = "operator"
+
+
+@dataclass(frozen=True)
 class ApprovalDecision:
     approved: bool
     operator: str = "operator"
@@ -267,6 +272,10 @@ class ConfigureFaultInput:
     service: str
     error_ratio: float = 0.0
     latency_ms: int = 0
+    # Only this activity type (e.g. "void_payment"); None: every call into the service.
+    activity: str | None = None
+    # Fail for good, as a provider refusing an operation would; else retryable.
+    non_retryable: bool = False
     clear: bool = False
 
 
@@ -275,10 +284,11 @@ class FaultState:
     service: str
     error_ratio: float = 0.0
     latency_ms: int = 0
+    activity: str | None = None
+    non_retryable: bool = False
     # Calls this fault has failed so far: they reached the service and were refused by it.
     injected_errors: int = 0
     updated_at: datetime | None = None
 
-    @property
-    def active(self) -> bool:
-        return self.error_ratio > 0 or self.latency_ms > 0
+    def applies_to(self, activity_type: str) -> bool:
+        return self.activity is None or self.activity == activity_type

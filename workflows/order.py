@@ -32,6 +32,7 @@ with workflow.unsafe.imports_passed_through():
         ReleaseStockInput,
         ReserveStockInput,
         ReserveStockResult,
+        RetryCompensationsRequest,
         SendConfirmationInput,
         SendConfirmationResult,
         StepRecord,
@@ -79,6 +80,8 @@ RESERVE, AUTHORIZE, APPROVAL, SHIP, CAPTURE, NOTIFY = (
 # Sagas started before the confirmation step existed must replay without it (README,
 # "Changing workflow code safely"). Remove once no such saga can still be running.
 NOTIFY_PATCH = "send-confirmation-step"
+# Sagas that ended FAILED before operators could retry compensations completed at once.
+OPERATOR_RETRY_PATCH = "operator-retries-failed-compensations"
 
 
 class SagaAborted(Exception):
@@ -97,6 +100,7 @@ class OrderWorkflow:
         self._status = OrderStatus(order_id=input.order_id, customer_id=input.customer_id)
         self._decision: ApprovalDecision | None = None
         self._shipping_started = False
+        self._retry_requested = False
         self._saga = Saga(on_change=self._touch)
 
     @workflow.run
@@ -108,6 +112,7 @@ class OrderWorkflow:
             await self._checkout()
         except SagaAborted as abort:
             await self._roll_back(abort.reason)
+            await self._await_operator_retries()
         except asyncio.CancelledError:
             # Temporal cancellation of the whole workflow: undo, then report it cancelled.
             await self._roll_back(FailureReason.CANCELLED_BY_CUSTOMER)
@@ -147,6 +152,21 @@ class OrderWorkflow:
         workflow.logger.info("cancel accepted: %s", request.reason)
         self._status.cancel_requested = True
         self._touch()
+
+    @workflow.update
+    async def retry_compensations(self, request: RetryCompensationsRequest) -> OrderStatus:
+        workflow.logger.info("operator %s retries failed compensations", request.operator)
+        self._retry_requested = True
+        # Answer once the retry has begun; the caller follows it through the status.
+        await workflow.wait_condition(lambda: self._status.status != OrderState.FAILED)
+        return self._status
+
+    @retry_compensations.validator
+    def _validate_retry(self, request: RetryCompensationsRequest) -> None:
+        if self._status.status != OrderState.FAILED or self._retry_requested:
+            raise ValueError(f"order is {self._status.status.value}, not FAILED")
+        if not self._saga.failed:
+            raise ValueError("no compensation of this order failed; there is nothing to retry")
 
     @workflow.update
     async def decide(self, decision: ApprovalDecision) -> OrderStatus:
@@ -354,11 +374,31 @@ class OrderWorkflow:
         self._status.current_step = "compensating"
         self._set_state(OrderState.COMPENSATING)
         await self._saga.compensate()
+        self._finish_roll_back(reason)
+
+    def _finish_roll_back(self, reason: FailureReason | None) -> None:
         self._status.current_step = None
         # FAILED means an operator must look: a compensation failed for good, or a step
         # failed in a way no business rule explains.
         clean = self._saga.all_succeeded and reason is not None
         self._set_state(OrderState.COMPENSATED if clean else OrderState.FAILED)
+
+    async def _await_operator_retries(self) -> None:
+        """A compensation failed for good: stay open, FAILED, until an operator retries it.
+
+        The failure is never swallowed: the order shows FAILED with the failed compensation
+        (and the coordinator lists it as a dead letter) until the cause is fixed and the
+        `retry_compensations` update runs it again; then the order can end COMPENSATED.
+        """
+        if not self._saga.failed or not workflow.patched(OPERATOR_RETRY_PATCH):
+            return
+        while self._saga.failed:
+            await workflow.wait_condition(lambda: self._retry_requested)
+            self._status.current_step = "compensating"
+            self._set_state(OrderState.COMPENSATING)
+            self._retry_requested = False
+            await self._saga.retry_failed()
+            self._finish_roll_back(self._status.failure_reason)
 
     # --- bookkeeping ---------------------------------------------------------------------
 

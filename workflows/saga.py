@@ -113,12 +113,30 @@ class Saga:
             if registered.record.status == "pending":
                 registered.record.status = "not_needed"
 
+    @property
+    def failed(self) -> list[CompensationRecord]:
+        return [r.record for r in self._registered if r.record.status == "failed"]
+
     async def compensate(self) -> list[CompensationRecord]:
         """Run every registered compensation once; shielded from workflow cancellation."""
         if self._compensated:
             return self.records
         self._compensated = True
-        task = asyncio.ensure_future(self._compensate_all())
+        return await self._shielded(self._settle(list(reversed(self._registered))))
+
+    async def retry_failed(self) -> list[CompensationRecord]:
+        """Run the compensations that failed for good again, once an operator fixed the cause.
+
+        They get the same treatment as the first time: rounds of retries, `stuck` between
+        rounds, `failed` again on a non-retryable error.
+        """
+        failed = [r for r in reversed(self._registered) if r.record.status == "failed"]
+        for registered in failed:
+            registered.record.finished_at = None
+        return await self._shielded(self._settle(failed))
+
+    async def _shielded(self, work: Awaitable[None]) -> list[CompensationRecord]:
+        task = asyncio.ensure_future(work)
         while True:
             try:
                 # shield() keeps the inner task alive when the workflow is cancelled; we
@@ -131,8 +149,7 @@ class Saga:
                 if task.done():
                     return self.records
 
-    async def _compensate_all(self) -> None:
-        pending = list(reversed(self._registered))
+    async def _settle(self, pending: list[_Registered]) -> None:
         if self.parallel:
             await asyncio.gather(*(self._until_settled(r) for r in pending))
             return
@@ -159,7 +176,7 @@ class Saga:
         record = registered.record
         record.rounds += 1
         record.started_at = record.started_at or workflow.now()
-        if record.status == "pending":
+        if record.status in ("pending", "failed"):
             record.status = "running"
         self._changed()
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from enum import StrEnum
 
 from fastapi import APIRouter, Response
@@ -27,15 +28,9 @@ NO_WORKER = "the service's worker did not apply the change in time (is it runnin
 async def put_fault(
     service: Service, body: FaultIn, client: ClientDep, settings: SettingsDep
 ) -> FaultOut:
-    change = ConfigureFaultInput(str(service), body.error_ratio, body.latency_ms)
+    change = ConfigureFaultInput(str(service), **body.model_dump())
     state = await configure_fault(client, settings, change)
-    return FaultOut(
-        service=state.service,
-        error_ratio=state.error_ratio,
-        latency_ms=state.latency_ms,
-        injected_errors=state.injected_errors,
-        updated_at=state.updated_at,
-    )
+    return FaultOut(**dataclasses.asdict(state))
 
 
 @router.delete(

@@ -9,7 +9,13 @@ from temporalio.client import Client
 
 from api.deps import ClientDep, CoordinationDep, SettingsDep
 from api.errors import error_responses
-from api.sagas import cancel_order, decide_order, load_status, start_order
+from api.sagas import (
+    cancel_order,
+    decide_order,
+    load_status,
+    retry_order_compensations,
+    start_order,
+)
 from api.schemas import (
     CUSTOMER_ID_PATTERN,
     CancelIn,
@@ -126,6 +132,26 @@ async def reject(
     order_id: str, client: ClientDep, settings: SettingsDep, body: DecisionIn | None = None
 ) -> OrderStatusOut:
     return await _decide(client, settings, order_id, body or DecisionIn(), approved=False)
+
+
+@router.post(
+    "/{order_id}/retry-compensations",
+    status_code=202,
+    summary="Operator: run the compensations that failed for good again, once fixed",
+    description=(
+        "For a FAILED order whose compensation failed permanently (listed under "
+        "`dead_letters` in GET /coordination). Answers as the retry begins "
+        "(COMPENSATING); the order ends COMPENSATED, or FAILED again if it still fails."
+    ),
+    responses=error_responses(
+        {404: UNKNOWN, 409: "not FAILED, or no compensation failed", 503: UNAVAILABLE}
+    ),
+)
+async def retry_compensations(
+    order_id: str, client: ClientDep, settings: SettingsDep, body: DecisionIn | None = None
+) -> OrderStatusOut:
+    operator = (body or DecisionIn()).operator
+    return OrderStatusOut.of(await retry_order_compensations(client, settings, order_id, operator))
 
 
 async def _decide(

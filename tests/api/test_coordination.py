@@ -69,6 +69,8 @@ async def test_bad_operator_actions_are_422(api: Api, body: dict[str, Any], deta
         ("payments", {"error_ratio": 0.5, "latency_ms": 600_000}, "latency_ms"),
         ("payments", {"latency_ms": 5}, "error_ratio"),
         ("payments", {"error_ratio": 0.5, "extra": 1}, "extra"),
+        ("payments", {"error_ratio": 0.5, "activity": "Void Payment!"}, "activity"),
+        ("payments", {"error_ratio": 0.5, "non_retryable": "yes"}, "non_retryable"),
     ],
 )
 async def test_bad_fault_settings_are_422(

@@ -299,6 +299,8 @@ async def test_fault_requests_reach_the_service_or_answer_503(system: Api) -> No
         "service": "shipping",
         "error_ratio": 0.25,
         "latency_ms": 30,
+        "activity": None,
+        "non_retryable": False,
         "injected_errors": 0,
         "updated_at": None,
     }

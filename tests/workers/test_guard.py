@@ -110,24 +110,39 @@ async def test_injected_fault_fails_calls_and_counts_them_in_the_service_db(
     store: FaultStore,
 ) -> None:
     faults = FaultCache(store)
-    await faults.apply()  # no fault stored: nothing happens
+    await faults.apply("authorize_payment")  # no fault stored: nothing happens
     state = store.configure_fault(ConfigureFaultInput("payments", error_ratio=1.0, latency_ms=5))
     assert (state.error_ratio, state.latency_ms, state.injected_errors) == (1.0, 5, 0)
     # Set through this process: in force at once, without waiting for the next re-read.
     for _ in range(3):
         with pytest.raises(ApplicationError) as failed:
-            await faults.apply()
+            await faults.apply("authorize_payment")
         assert failed.value.type == INJECTED_FAULT and not failed.value.non_retryable
     assert store.read().injected_errors == 3
 
     store.configure_fault(ConfigureFaultInput("payments", clear=True))
-    await faults.apply()
+    await faults.apply("authorize_payment")
     assert store.read().error_ratio == 0 and store.read().injected_errors == 0
 
     # Set by another process of the same service: in force after the next re-read.
     other = FaultCache(FaultStore(store._open_session, "payments"))
     store.configure_fault(ConfigureFaultInput("payments", error_ratio=1.0))
-    await other.apply()
+    await other.apply("authorize_payment")
     await other.refresh()
     with pytest.raises(ApplicationError):
-        await other.apply()
+        await other.apply("authorize_payment")
+
+
+async def test_fault_can_target_one_activity_and_fail_it_for_good(store: FaultStore) -> None:
+    faults = FaultCache(store)
+    store.configure_fault(
+        ConfigureFaultInput(
+            "payments", error_ratio=1.0, activity="void_payment", non_retryable=True
+        )
+    )
+    await faults.apply("authorize_payment")  # other operations are untouched
+    with pytest.raises(ApplicationError) as failed:
+        await faults.apply("void_payment")
+    assert failed.value.non_retryable
+    assert "void_payment" in str(failed.value)
+    assert store.read().injected_errors == 1

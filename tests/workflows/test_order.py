@@ -20,6 +20,7 @@ from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.testing import WorkflowEnvironment
 
 from activities.inventory import InventoryActivities
+from activities.payments import PaymentActivities
 from tests.workflows.helpers import (
     INITIAL_STOCK,
     PRICE,
@@ -45,6 +46,8 @@ from workflows.models import (
     ReleaseStockResult,
     ReserveStockInput,
     ReserveStockResult,
+    RetryCompensationsRequest,
+    SendConfirmationInput,
     TaskQueues,
     VoidPaymentInput,
     VoidPaymentResult,
@@ -376,8 +379,13 @@ async def test_permanently_failing_compensation_fails_the_order_but_others_still
     input = order_input(task_queue, items=[("SKU-2", 1)], country="XX")
     activities = services.activities(replace={"void_payment": broken_void})
     async with running_worker(ts_env.client, task_queue, activities):
-        result = await result_of(await start_order(ts_env.client, input, task_queue))
+        handle = await start_order(ts_env.client, input, task_queue)
+        result = await wait_for_status(handle, lambda s: s.status == OrderState.FAILED)
+        # FAILED, and still open: it waits for an operator to retry the compensation.
+        description = await handle.describe()
+        await handle.terminate("test over")
 
+    assert description.status == WorkflowExecutionStatus.RUNNING
     # FAILED: an operator must look, since the money was never given back.
     assert (result.status, result.failure_reason) == (
         OrderState.FAILED,
@@ -394,6 +402,54 @@ async def test_permanently_failing_compensation_fails_the_order_but_others_still
     assert stock(services.inventory, "SKU-2") == INITIAL_STOCK["SKU-2"]
     assert [s.status for s in shipments_of(services.shipping, input.order_id)] == ["cancelled"]
     assert [p.status for p in payments_of(services.payments, input.order_id)] == ["authorized"]
+
+
+async def test_operator_retries_a_failed_compensation_once_the_cause_is_fixed(
+    dev_env: WorkflowEnvironment, task_queue: str, services: Services
+) -> None:
+    gateway_fixed = False
+    real_void = PaymentActivities(services.payments).void_payment
+
+    @activity.defn(name="void_payment")
+    def void_until_fixed(input: VoidPaymentInput) -> VoidPaymentResult:
+        if not gateway_fixed:
+            raise ApplicationError("gateway refuses voids", type="VoidRefused", non_retryable=True)
+        return real_void(input)
+
+    failing = order_input(task_queue, items=[("SKU-2", 1)], country="XX")
+    held = order_input(task_queue, items=HIGH_VALUE)
+    activities = services.activities(replace={"void_payment": void_until_fixed})
+    async with running_worker(dev_env.client, task_queue, activities):
+        handle = await start_order(dev_env.client, failing, task_queue)
+        await wait_for_status(handle, lambda s: s.status == OrderState.FAILED)
+        # Only a FAILED order with a failed compensation can be retried.
+        waiting = await start_order(dev_env.client, held, task_queue)
+        await wait_for_status(waiting, awaiting_approval)
+        with pytest.raises(WorkflowUpdateFailedError) as refused:
+            await waiting.execute_update(
+                OrderWorkflow.retry_compensations, RetryCompensationsRequest("ops")
+            )
+        assert "not FAILED" in str(refused.value.cause)
+        await waiting.terminate("test over")
+
+        gateway_fixed = True
+        retrying = await handle.execute_update(
+            OrderWorkflow.retry_compensations, RetryCompensationsRequest("ops")
+        )
+        assert retrying.status == OrderState.COMPENSATING
+        result = await result_of(handle)
+
+    assert (result.status, result.failure_reason) == (
+        OrderState.COMPENSATED,
+        FailureReason.UNDELIVERABLE,
+    )
+    assert compensations(result) == [
+        ("reserve_stock", "succeeded"),
+        ("authorize_payment", "succeeded"),
+        ("create_shipment", "succeeded"),
+    ]
+    assert result.compensations[1].rounds == 2
+    assert [p.status for p in payments_of(services.payments, failing.order_id)] == ["voided"]
 
 
 # --- a step that commits, then times out ---------------------------------------------------
@@ -616,7 +672,7 @@ async def test_failing_optional_confirmation_is_skipped_and_the_order_completes(
     calls = 0
 
     @activity.defn(name="send_confirmation")
-    def send_confirmation_down(input: object) -> None:
+    def send_confirmation_down(input: SendConfirmationInput) -> None:
         nonlocal calls
         calls += 1
         raise RuntimeError("mail relay unreachable")
