@@ -51,6 +51,9 @@ class Settings(BaseSettings):
 
     # Worker bulkhead: concurrent activities per worker process.
     max_concurrent_activities: int = Field(default=50, gt=0)
+    # Workflows the orders worker keeps in memory. 0 replays every workflow task from
+    # history, which the test suite uses once to flush out hidden nondeterminism.
+    max_cached_workflows: int = Field(default=1000, ge=0)
 
     # Coordination State Layer (DESIGN §3). Off: workers neither report nor break circuits,
     # and the API sheds no load (the benchmark's "coordination off" arm).

@@ -28,6 +28,7 @@ def build(client: Client, settings: Settings) -> Runtime:
         task_queue=settings.orders_task_queue,
         workflows=[OrderWorkflow, CoordinatorWorkflow, FaultConfigWorkflow],
         workflow_runner=SANDBOX,
+        max_cached_workflows=settings.max_cached_workflows,
     )
     if not settings.coordination_enabled:
         return Runtime(worker)

@@ -4,6 +4,9 @@ A real dev server, the four real worker processes and the real API process. Ever
 order goes in through HTTP only; then the three SQLite files are read directly to prove
 that stock is conserved, that every saga left exactly one effect per idempotency key, and
 that nothing was charged without being shipped. Finally the workers stop cleanly on SIGTERM.
+
+The module runs twice: as configured, and with `max_cached_workflows=0` on the orders
+worker, which replays every saga from its history at each step (hidden nondeterminism).
 """
 
 from __future__ import annotations
@@ -28,9 +31,14 @@ pytestmark = pytest.mark.e2e
 TERMINAL = ("COMPLETED", "COMPENSATED", "FAILED")
 
 
-@pytest_asyncio.fixture(scope="module")
-async def system(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Api]:
-    async with system_on_dev_server(tmp_path_factory.mktemp("system")) as api:
+@pytest_asyncio.fixture(scope="module", params=["cached", "uncached"])
+async def system(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Api]:
+    # Once more with no workflow cache: every workflow task then replays the saga from its
+    # history, so any hidden nondeterminism fails here instead of in production.
+    cache = {"SAGAWORKS_MAX_CACHED_WORKFLOWS": "0"} if request.param == "uncached" else {}
+    async with system_on_dev_server(tmp_path_factory.mktemp("system"), cache) as api:
         yield api
 
 

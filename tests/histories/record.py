@@ -3,7 +3,12 @@
 The replay test (tests/workflows/test_replay.py) replays every file here against the current
 workflow code, so a change that would break running sagas fails CI. Re-record only when the
 change is deliberately incompatible *and* no saga recorded the old way can still be running;
-otherwise guard the change with `workflow.patched` and keep the old histories.
+otherwise guard the change with `workflow.patched` and keep the old histories
+(`before_patches/` holds the ones recorded before the confirmation step existed).
+
+Recorded here: every order path on the time-skipping server; the operator retry of a failed
+compensation on a dev server (it needs an update); and the coordinator across several
+continue-as-new runs (one file per run).
 """
 
 from __future__ import annotations
@@ -14,13 +19,40 @@ import sys
 import tempfile
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
+from temporalio import activity
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
+from temporalio.exceptions import ApplicationError
 
-from tests.support.temporal import time_skipping_env
-from tests.workflows.helpers import build_services, order_input, running_worker, start_order
-from workflows.models import CancelRequest, OrderInput, OrderStatus
+from activities.payments import PaymentActivities
+from tests.support.api_client import poll
+from tests.support.temporal import dev_server_env, time_skipping_env
+from tests.workflows.helpers import (
+    Services,
+    build_services,
+    order_input,
+    running_worker,
+    start_order,
+    wait_for_status,
+)
+from workflows.coordination_models import (
+    CoordinatorConfig,
+    SagaSnapshot,
+    ServiceSample,
+    WorkerReport,
+)
+from workflows.coordinator import REPORT_SIGNAL, CoordinatorInput, CoordinatorWorkflow
+from workflows.models import (
+    CancelRequest,
+    OrderInput,
+    OrderStatus,
+    RetryCompensationsRequest,
+    VoidPaymentInput,
+    VoidPaymentResult,
+)
 from workflows.order import OrderWorkflow
 
 HERE = Path(__file__).parent
@@ -59,7 +91,9 @@ def _paths(queue: str) -> dict[str, tuple[OrderInput, Action | None]]:
 async def _record_one(client: Client, queue: str, input: OrderInput, act: Action | None) -> str:
     handle = await start_order(client, input, queue)
     if act is not None:
-        # Signals sent before the wait are kept by the workflow; the history shows the path.
+        # Act once the saga waits for approval: no activity is then in flight, which the
+        # time-skipping server needs for a clean cancel (sdk-java#2391).
+        await wait_for_status(handle, lambda status: status.status == "AWAITING_APPROVAL")
         await act(handle)
     await asyncio.wait_for(handle.result(), 120)
     history = await handle.fetch_history()
@@ -77,9 +111,80 @@ async def record(target: Path = HERE) -> list[Path]:
                     path = target / f"order_{name}.json"
                     path.write_text(await _record_one(env.client, queue, input, act))
                     written.append(path)
+        async with dev_server_env() as env:
+            path = target / "order_operator_retry.json"
+            path.write_text(await _record_operator_retry(env.client, services))
+            written.append(path)
+            for run, history in enumerate(await _record_coordinator(env.client)):
+                path = target / f"coordinator_run{run}.json"
+                path.write_text(history)
+                written.append(path)
         for engine in services.engines:
             engine.dispose()
     return written
+
+
+async def _record_operator_retry(client: Client, services: Services) -> str:
+    """A void refused for good, so the order waits FAILED; then an operator retries it."""
+    fixed = False
+    void = PaymentActivities(services.payments).void_payment
+
+    @activity.defn(name="void_payment")
+    def void_until_fixed(input: VoidPaymentInput) -> VoidPaymentResult:
+        if not fixed:
+            raise ApplicationError("gateway refuses voids", type="VoidRefused", non_retryable=True)
+        return void(input)
+
+    queue = f"record-{uuid.uuid4()}"
+    activities = services.activities(replace={"void_payment": void_until_fixed})
+    async with running_worker(client, queue, activities):
+        handle = await start_order(client, order_input(queue, country="XX"), queue)
+        await wait_for_status(handle, lambda status: status.status == "FAILED")
+        fixed = True
+        await handle.execute_update(
+            OrderWorkflow.retry_compensations, RetryCompensationsRequest("recorder")
+        )
+        await asyncio.wait_for(handle.result(), 60)
+        return (await handle.fetch_history()).to_json()
+
+
+async def _record_coordinator(client: Client) -> list[str]:
+    """Reports into a coordinator with a short history limit: several runs, one per file."""
+    queue = f"record-{uuid.uuid4()}"
+    config = CoordinatorConfig(services=["inventory", "payments"], max_history_events=60)
+    async with running_worker(client, queue, workflows=[CoordinatorWorkflow]):
+        handle = await client.start_workflow(
+            CoordinatorWorkflow.run,
+            CoordinatorInput(config),
+            id=f"coordinator-{uuid.uuid4()}",
+            task_queue=queue,
+        )
+        for i in range(60):
+            at = datetime.now(UTC)
+            report = WorkerReport(
+                f"worker-{i % 3}",
+                services=[ServiceSample("payments", calls=2, errors=i % 2)],
+                sagas=[SagaSnapshot(f"o-{i}", "COMPLETED", None, at, terminal=True)],
+            )
+            await handle.signal(REPORT_SIGNAL, report)
+            await asyncio.sleep(0.05)
+        await poll(lambda: handle.query(CoordinatorWorkflow.state), lambda s: s.reports >= 60)
+        histories = []
+        run_id = handle.first_execution_run_id
+        while run_id:
+            run = client.get_workflow_handle(handle.id, run_id=run_id)
+            history = await run.fetch_history()
+            last = history.events[-1]
+            if last.event_type != EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW:
+                # The run still going: end it so its history is complete too.
+                await run.terminate("recorded")
+                history = await run.fetch_history()
+                run_id = None
+            else:
+                attributes = last.workflow_execution_continued_as_new_event_attributes
+                run_id = attributes.new_execution_run_id
+            histories.append(history.to_json())
+        return histories
 
 
 def main() -> None:
