@@ -223,14 +223,16 @@ async def cancel_order(
 async def decide_order(
     client: Client, settings: Settings, order_id: str, decision: ApprovalDecision
 ) -> OrderStatus:
-    return await _update(client, settings, order_id, "decide", decision)
+    closed = "order is not awaiting approval (it is {state})"
+    return await _update(client, settings, order_id, "decide", decision, closed)
 
 
 async def retry_order_compensations(
     client: Client, settings: Settings, order_id: str, operator: str
 ) -> OrderStatus:
     request = RetryCompensationsRequest(operator=operator)
-    return await _update(client, settings, order_id, "retry_compensations", request)
+    closed = "order is {state}, not FAILED"
+    return await _update(client, settings, order_id, "retry_compensations", request, closed)
 
 
 async def _update(
@@ -239,6 +241,7 @@ async def _update(
     order_id: str,
     update: str,
     argument: Any,
+    closed: str,
 ) -> OrderStatus:
     """Run an operator update; a refusal, or a saga already closed, answers 409."""
     handle = _handle(client, order_id)
@@ -255,7 +258,7 @@ async def _update(
         if err.status != RPCStatusCode.NOT_FOUND:
             raise
     current = await load_status(client, settings, order_id)
-    raise OrderConflict(f"order is already {current.status.value}")
+    raise OrderConflict(closed.format(state=current.status.value))
 
 
 def _handle(client: Client, order_id: str) -> WorkflowHandle[OrderWorkflow, OrderStatus]:

@@ -94,7 +94,7 @@ async def test_failed_compensation_waits_for_an_operator_then_compensates(system
     # Nothing left to retry: the order is closed.
     repeat = await system.http.post(f"/orders/{order_id}/retry-compensations")
     assert repeat.status_code == 409
-    assert "COMPENSATED" in repeat.json()["detail"]
+    assert repeat.json()["detail"] == "order is COMPENSATED, not FAILED"
 
 
 async def test_retry_is_refused_for_orders_that_did_not_fail(system: Api) -> None:
