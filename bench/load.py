@@ -8,6 +8,7 @@ import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import httpx
 from temporalio.client import Client
@@ -31,6 +32,14 @@ ORDER_BODY = {
         "country": "DE",
     },
 }
+
+
+class OrderWatcher(Protocol):
+    """Told of each order's ID when it is placed and when the bench sees it end."""
+
+    def placed(self, order_id: str) -> None: ...
+
+    def finished(self, order_id: str) -> None: ...
 
 
 class SagaFailed(Exception):
@@ -92,7 +101,9 @@ def _failure_class(err: Exception) -> str:
     return type(err).__name__
 
 
-def order_saga(http: httpx.AsyncClient, client: Client) -> Callable[[], Awaitable[None]]:
+def order_saga(
+    http: httpx.AsyncClient, client: Client, watcher: OrderWatcher | None = None
+) -> Callable[[], Awaitable[None]]:
     """One order through the HTTP API, awaited to its end through Temporal, not by polling."""
 
     async def one() -> None:
@@ -100,7 +111,12 @@ def order_saga(http: httpx.AsyncClient, client: Client) -> Callable[[], Awaitabl
         if response.status_code != 202:
             raise SagaFailed(f"POST /orders answered {response.status_code}")
         order_id = response.json()["order_id"]
+        if watcher is not None:
+            watcher.placed(order_id)
         result = await client.get_workflow_handle_for(OrderWorkflow.run, order_id).result()
+        if watcher is not None:
+            # Before the status check: a failed order has ended too.
+            watcher.finished(order_id)
         if result.status != OrderState.COMPLETED:
             reason = f" ({result.failure_reason})" if result.failure_reason else ""
             raise SagaFailed(f"order ended {result.status}{reason}")

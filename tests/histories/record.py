@@ -22,15 +22,13 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from temporalio import activity
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
-from temporalio.exceptions import ApplicationError
 
-from activities.payments import PaymentActivities
 from tests.support.api_client import poll
 from tests.support.temporal import dev_server_env, time_skipping_env
 from tests.workflows.helpers import (
+    RefusingVoids,
     Services,
     build_services,
     order_input,
@@ -50,8 +48,6 @@ from workflows.models import (
     OrderInput,
     OrderStatus,
     RetryCompensationsRequest,
-    VoidPaymentInput,
-    VoidPaymentResult,
 )
 from workflows.order import OrderWorkflow
 
@@ -126,21 +122,13 @@ async def record(target: Path = HERE) -> list[Path]:
 
 async def _record_operator_retry(client: Client, services: Services) -> str:
     """A void refused for good, so the order waits FAILED; then an operator retries it."""
-    fixed = False
-    void = PaymentActivities(services.payments).void_payment
-
-    @activity.defn(name="void_payment")
-    def void_until_fixed(input: VoidPaymentInput) -> VoidPaymentResult:
-        if not fixed:
-            raise ApplicationError("gateway refuses voids", type="VoidRefused", non_retryable=True)
-        return void(input)
-
+    gateway = RefusingVoids(services)
     queue = f"record-{uuid.uuid4()}"
-    activities = services.activities(replace={"void_payment": void_until_fixed})
+    activities = services.activities(replace={"void_payment": gateway.void_payment})
     async with running_worker(client, queue, activities):
         handle = await start_order(client, order_input(queue, country="XX"), queue)
         await wait_for_status(handle, lambda status: status.status == "FAILED")
-        fixed = True
+        gateway.fixed = True
         await handle.execute_update(
             OrderWorkflow.retry_compensations, RetryCompensationsRequest("recorder")
         )

@@ -12,7 +12,9 @@ from typing import Any, TypeVar
 
 from sqlalchemy.engine import Engine
 from sqlmodel import select
+from temporalio import activity
 from temporalio.client import Client, WorkflowHandle
+from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
 from activities import inventory, notifications, payments, shipping
@@ -21,7 +23,15 @@ from activities.notifications import NotificationActivities
 from activities.payments import Payment, PaymentActivities
 from activities.shipping import Shipment, ShippingActivities
 from common.db import SessionFactory, create_tables, make_engine, session_factory
-from workflows.models import Address, OrderInput, OrderItem, OrderStatus, TaskQueues
+from workflows.models import (
+    Address,
+    OrderInput,
+    OrderItem,
+    OrderStatus,
+    TaskQueues,
+    VoidPaymentInput,
+    VoidPaymentResult,
+)
 from workflows.order import OrderWorkflow
 
 T = TypeVar("T")
@@ -120,6 +130,20 @@ async def running_worker(
         )
         async with worker:
             yield worker
+
+
+class RefusingVoids:
+    """A payment gateway that refuses voids for good until `fixed`, then voids for real."""
+
+    def __init__(self, services: Services) -> None:
+        self.fixed = False
+        self._void = PaymentActivities(services.payments).void_payment
+
+    @activity.defn(name="void_payment")
+    def void_payment(self, input: VoidPaymentInput) -> VoidPaymentResult:
+        if not self.fixed:
+            raise ApplicationError("gateway refuses voids", type="VoidRefused", non_retryable=True)
+        return self._void(input)
 
 
 def new_id(prefix: str) -> str:

@@ -7,7 +7,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import pytest_asyncio
@@ -64,17 +64,23 @@ async def start_coordinator(
 
 
 def sample(
-    service: str, calls: int, errors: int = 0, latency_ms: float = 20, **kw: int
+    service: str, calls: int, errors: int = 0, latency_ms: float = 20, in_flight: int = 0
 ) -> ServiceSample:
     buckets = [0] * len(LATENCY_BOUNDS_MS)
     buckets[next(i for i, bound in enumerate(LATENCY_BOUNDS_MS) if latency_ms <= bound)] = calls
-    return ServiceSample(service, calls=calls, errors=errors, latency_buckets=buckets, **kw)
+    return ServiceSample(
+        service, calls=calls, errors=errors, latency_buckets=buckets, in_flight=in_flight
+    )
 
 
-def saga(order_id: str, status: str, step: str | None, **kw: object) -> SagaSnapshot:
-    from datetime import UTC, datetime
-
-    return SagaSnapshot(order_id, status, step, at=datetime.now(UTC), **kw)  # type: ignore[arg-type]
+def saga(
+    order_id: str,
+    status: str,
+    step: str | None,
+    terminal: bool = False,
+    stuck: list[StuckCompensation] | None = None,
+) -> SagaSnapshot:
+    return SagaSnapshot(order_id, status, step, datetime.now(UTC), terminal, stuck or [])
 
 
 async def report(handle: Coordinator, worker: str, **parts: object) -> None:

@@ -20,10 +20,10 @@ from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.testing import WorkflowEnvironment
 
 from activities.inventory import InventoryActivities
-from activities.payments import PaymentActivities
 from tests.workflows.helpers import (
     INITIAL_STOCK,
     PRICE,
+    RefusingVoids,
     Services,
     order_input,
     payments_of,
@@ -407,18 +407,10 @@ async def test_permanently_failing_compensation_fails_the_order_but_others_still
 async def test_operator_retries_a_failed_compensation_once_the_cause_is_fixed(
     dev_env: WorkflowEnvironment, task_queue: str, services: Services
 ) -> None:
-    gateway_fixed = False
-    real_void = PaymentActivities(services.payments).void_payment
-
-    @activity.defn(name="void_payment")
-    def void_until_fixed(input: VoidPaymentInput) -> VoidPaymentResult:
-        if not gateway_fixed:
-            raise ApplicationError("gateway refuses voids", type="VoidRefused", non_retryable=True)
-        return real_void(input)
-
+    gateway = RefusingVoids(services)
     failing = order_input(task_queue, items=[("SKU-2", 1)], country="XX")
     held = order_input(task_queue, items=HIGH_VALUE)
-    activities = services.activities(replace={"void_payment": void_until_fixed})
+    activities = services.activities(replace={"void_payment": gateway.void_payment})
     async with running_worker(dev_env.client, task_queue, activities):
         handle = await start_order(dev_env.client, failing, task_queue)
         await wait_for_status(handle, lambda s: s.status == OrderState.FAILED)
@@ -432,7 +424,7 @@ async def test_operator_retries_a_failed_compensation_once_the_cause_is_fixed(
         assert "not FAILED" in str(refused.value.cause)
         await waiting.terminate("test over")
 
-        gateway_fixed = True
+        gateway.fixed = True
         retrying = await handle.execute_update(
             OrderWorkflow.retry_compensations, RetryCompensationsRequest("ops")
         )
