@@ -26,6 +26,8 @@ from workflows.models import ConfigureFaultInput, FaultState
 log = logging.getLogger("sagaworks.api")
 
 CACHE_S = 1.0
+# Past this age a cached state is not served: intake decisions need a live view.
+TRUST_S = 10.0
 
 
 class CoordinatorNotRunning(ApiError):
@@ -41,16 +43,35 @@ class CoordinationView:
     def __init__(self, client: Client, settings: Settings) -> None:
         self._client = client
         self._settings = settings
-        self._lock = asyncio.Lock()
         self._state: CoordinationState | None = None
         self._fetched = 0.0
+        self._refreshing: asyncio.Task[CoordinationState] | None = None
 
-    async def state(self, *, fresh: bool = False) -> CoordinationState:
-        async with self._lock:  # concurrent callers share one query
-            if fresh or self._state is None or time.monotonic() - self._fetched > CACHE_S:
-                self._state = await self._query()
-                self._fetched = time.monotonic()
+    async def state(self, *, background: bool = False) -> CoordinationState:
+        """The state as of at most a second ago (one query at a time, shared by callers).
+
+        With `background`, a caller that must not wait (the intake check on every POST)
+        gets a copy up to TRUST_S old while the refresh runs behind it.
+        """
+        age = time.monotonic() - self._fetched
+        if self._state is not None and age <= CACHE_S:
             return self._state
+        refresh = self._refresh()
+        if background and self._state is not None and age <= TRUST_S:
+            return self._state
+        return await asyncio.shield(refresh)
+
+    def _refresh(self) -> asyncio.Task[CoordinationState]:
+        if self._refreshing is None or self._refreshing.done():
+            self._refreshing = asyncio.create_task(self._fetch())
+            # Retrieved here, so a background failure nobody awaited is not logged as lost.
+            self._refreshing.add_done_callback(lambda t: t.cancelled() or t.exception())
+        return self._refreshing
+
+    async def _fetch(self) -> CoordinationState:
+        state = await self._query()
+        self._state, self._fetched = state, time.monotonic()
+        return state
 
     async def _query(self) -> CoordinationState:
         handle = self._client.get_workflow_handle_for(
@@ -83,8 +104,7 @@ class CoordinationView:
             if err.status == RPCStatusCode.NOT_FOUND:
                 raise CoordinatorNotRunning() from err
             raise
-        async with self._lock:
-            self._state, self._fetched = state, time.monotonic()
+        self._state, self._fetched = state, time.monotonic()
         return state
 
     async def check_intake(self) -> None:
@@ -93,7 +113,7 @@ class CoordinationView:
         if not settings.coordination_enabled:
             return
         try:
-            state = await self.state()
+            state = await self.state(background=True)
         except ApiError as err:
             # Fail open: an unreadable coordinator must not stop the business.
             log.warning("intake check skipped: %s", err.detail)

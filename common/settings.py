@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     # and the API sheds no load (the benchmark's "coordination off" arm).
     coordination_enabled: bool = True
     coordinator_workflow_id: str = "sagaworks-coordinator"
+    # Its own task queue (served by the orders process), so reports never wait behind a
+    # backlog of saga tasks.
+    coordinator_task_queue: str = "coordination"
     # Each worker process sends at most one report per interval; Temporal advises at most
     # ~5 signals/s into one workflow, so never below a second.
     report_interval_s: float = Field(default=1.0, ge=1.0)

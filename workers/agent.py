@@ -21,6 +21,9 @@ from workflows.coordinator import REPORT_SIGNAL, CoordinatorInput, CoordinatorWo
 
 log = logging.getLogger("sagaworks.agent")
 
+# Circuit states and injected faults are re-read this often (DESIGN §3: at most once a second).
+REFRESH_S = 1.0
+
 
 def coordinator_config(settings: Settings) -> CoordinatorConfig:
     return CoordinatorConfig(
@@ -52,14 +55,22 @@ class CoordinationAgent:
         self._faults = faults
 
     async def run(self) -> None:
-        """Loop until cancelled; the pause after each send keeps sends >= 1 s apart."""
-        if self._buffer is not None:
-            await self.flush(announce=True)
-        log.info("coordination agent running")
+        """Report and refresh until cancelled, each in its own loop so neither delays the other."""
+        await asyncio.gather(self._report(), self._refresh())
+
+    async def _report(self) -> None:
+        if self._buffer is None:
+            return
+        await self.flush(announce=True)
         while True:
+            # The pause starts once the last signal was acknowledged, so the server records
+            # this process's signals at least `report_interval_s` apart, however slow it is.
             await asyncio.sleep(self._settings.report_interval_s)
-            log.debug("agent tick")
             await self.flush()
+
+    async def _refresh(self) -> None:
+        while True:
+            await asyncio.sleep(REFRESH_S)
             if self._circuits is not None:
                 await self._circuits.refresh(self._client, self._settings.coordinator_workflow_id)
             if self._faults is not None:
@@ -85,7 +96,7 @@ class CoordinationAgent:
             CoordinatorWorkflow.run,
             CoordinatorInput(config=coordinator_config(settings)),
             id=settings.coordinator_workflow_id,
-            task_queue=settings.orders_task_queue,
+            task_queue=settings.coordinator_task_queue,
             start_signal=REPORT_SIGNAL,
             start_signal_args=[report],
             rpc_timeout=timedelta(seconds=5),

@@ -137,6 +137,7 @@ class ServiceGuard(Interceptor):
             self._probe_period != circuit.since or time.monotonic() - self._probe_sent > self.open_s
         ):
             self._probe_period, self._probe_sent = circuit.since, time.monotonic()
+            log.info("%s circuit half-open: letting a probe through", self.service)
             return True
         if circuit.state == CircuitPhase.OPEN and circuit.retry_at is not None:
             delay = circuit.retry_at - datetime.now(UTC)

@@ -26,16 +26,22 @@ def build(client: Client, settings: Settings) -> Runtime:
     worker = Worker(
         client,
         task_queue=settings.orders_task_queue,
-        workflows=[OrderWorkflow, CoordinatorWorkflow, FaultConfigWorkflow],
+        workflows=[OrderWorkflow, FaultConfigWorkflow],
         workflow_runner=SANDBOX,
         max_cached_workflows=settings.max_cached_workflows,
     )
     if not settings.coordination_enabled:
         return Runtime(worker)
+    coordinator = Worker(
+        client,
+        task_queue=settings.coordinator_task_queue,
+        workflows=[CoordinatorWorkflow],
+        max_cached_workflows=10,
+    )
     buffer = ReportBuffer(f"orders {client.identity}")
     lifecycle.install(buffer.saga_changed)
     # The agent also starts the coordinator on its first (announcing) report.
-    return Runtime(worker, CoordinationAgent(client, settings, buffer))
+    return Runtime(worker, CoordinationAgent(client, settings, buffer), [coordinator])
 
 
 if __name__ == "__main__":

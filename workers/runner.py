@@ -9,7 +9,7 @@ import signal
 import sys
 from collections.abc import Callable
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -23,10 +23,11 @@ log = logging.getLogger("sagaworks.worker")
 
 @dataclass
 class Runtime:
-    """A worker and, when the coordination layer is on, its process's agent."""
+    """A worker (and any more the process serves) and, with coordination on, its agent."""
 
     worker: Worker
     agent: CoordinationAgent | None = None
+    more_workers: list[Worker] = field(default_factory=list)
 
 
 WorkerFactory = Callable[[Client, Settings], Worker | Runtime]
@@ -40,17 +41,16 @@ async def serve(name: str, build: WorkerFactory, settings: Settings) -> None:
     client = await connect_with_retry(settings)
     built = build(client, settings)
     runtime = built if isinstance(built, Runtime) else Runtime(built)
-    worker = runtime.worker
-    log.info(
-        "%s worker polling task queue %r at %s", name, worker.task_queue, settings.temporal_address
-    )
-    run = asyncio.create_task(worker.run())
+    workers = [runtime.worker, *runtime.more_workers]
+    queues = ", ".join(repr(worker.task_queue) for worker in workers)
+    log.info("%s worker polling %s at %s", name, queues, settings.temporal_address)
+    run = asyncio.create_task(_run_all(workers))
     agent = asyncio.create_task(runtime.agent.run()) if runtime.agent else None
     stopped = asyncio.create_task(stop.wait())
     await asyncio.wait([run, stopped], return_when=asyncio.FIRST_COMPLETED)
     if not run.done():
         log.info("%s worker draining in-flight tasks", name)
-        await worker.shutdown()
+        await asyncio.gather(*(worker.shutdown() for worker in workers))
     if agent is not None and runtime.agent is not None:
         agent.cancel()
         with suppress(asyncio.CancelledError):
@@ -59,6 +59,10 @@ async def serve(name: str, build: WorkerFactory, settings: Settings) -> None:
     with suppress(asyncio.CancelledError):
         await run  # re-raises a worker failure, so the process exits non-zero
     log.info("%s worker stopped", name)
+
+
+async def _run_all(workers: list[Worker]) -> None:
+    await asyncio.gather(*(worker.run() for worker in workers))
 
 
 def main(name: str, build: WorkerFactory) -> None:

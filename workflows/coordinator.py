@@ -28,6 +28,7 @@ with workflow.unsafe.imports_passed_through():
 
 REPORT_SIGNAL = "report"
 MIN_TIMER = timedelta(milliseconds=100)
+DETAILS_EVERY = timedelta(seconds=2)
 
 
 @dataclass
@@ -50,6 +51,7 @@ class CoordinatorWorkflow:
         self._timer: asyncio.Task[None] | None = None
         self._timer_at: datetime | None = None
         self._timer_fired = False
+        self._details_at: datetime | None = None
 
     @workflow.run
     async def run(self, input: CoordinatorInput) -> None:
@@ -80,7 +82,7 @@ class CoordinatorWorkflow:
     def operate(self, request: OperateRequest) -> CoordinationState:
         self._book.operate(request, workflow.now(), self._config)
         workflow.logger.info("operator action %s %s", request.action, request.service or "")
-        self._publish_details()
+        self._publish_details(now=True)
         return self.state()
 
     @operate.validator
@@ -127,7 +129,13 @@ class CoordinatorWorkflow:
             or info.get_current_history_length() >= self._config.max_history_events
         )
 
-    def _publish_details(self) -> None:
+    def _publish_details(self, *, now: bool = False) -> None:
+        # At most every DETAILS_EVERY: building the view on every report costs CPU that a
+        # person glancing at the Web UI does not need; an operator action shows at once.
+        at = workflow.now()
+        if not now and self._details_at and at - self._details_at < DETAILS_EVERY:
+            return
+        self._details_at = at
         workflow.set_current_details(summary_markdown(self.state()))
 
 

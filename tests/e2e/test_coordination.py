@@ -32,6 +32,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from tests.support.api_client import Api, order_body, poll, system_on
 from tests.support.temporal import dev_server_env
+from workers.agent import REFRESH_S
 
 pytestmark = pytest.mark.e2e
 
@@ -104,6 +105,8 @@ async def chaos_drill(api: Api, *, breaker: bool) -> int:
     else:
         # Let the sagas reach payments and start retrying before counting.
         await poll(lambda: asyncio.sleep(0, injected_errors(api, "payments")), bool, within=20)
+    # The workers learn of the open circuit within their one-second refresh: count from then.
+    await asyncio.sleep(2 * REFRESH_S)
     before = injected_errors(api, "payments")
     await asyncio.sleep(HOLD_S)
     reached = injected_errors(api, "payments") - before
@@ -254,7 +257,6 @@ async def test_in_flight_bound_sheds_load(
     async with system_on(server.client, tmp_path_factory.mktemp("bounded"), bound) as api:
         held = [await api.place(order_body(sku="SKU-3", quantity=1)) for _ in range(2)]
         await poll(lambda: coordination(api), lambda s: s["sagas"]["in_flight"] >= 2, within=20)
-        await asyncio.sleep(1.1)  # the API's one-second cache of the state
         shed = await api.http.post("/orders", json=order_body())
         assert shed.status_code == 503, shed.text
         assert "2 sagas in flight (limit 2)" in shed.json()["detail"]

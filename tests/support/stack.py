@@ -102,6 +102,7 @@ def run_stack(
         **{f"SAGAWORKS_{s.upper()}_TASK_QUEUE": f"{prefix}-{s}" for s in SERVICES},
         # Each stack its own coordinator, so stacks sharing a dev server never mix reports.
         "SAGAWORKS_COORDINATOR_WORKFLOW_ID": f"{prefix}-coordinator",
+        "SAGAWORKS_COORDINATOR_TASK_QUEUE": f"{prefix}-coordination",
         **(extra_env or {}),
     }
     data_dir.mkdir(parents=True, exist_ok=True)
