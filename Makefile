@@ -23,13 +23,14 @@ LINT_PATHS := workflows activities workers api common bench tests temporal-dev/b
 
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
+SOAK_ARGS ?=
 
 # Workers and the API follow a non-default dev-server port unless told otherwise.
 ifdef SAGAWORKS_TEMPORAL_PORT
 export SAGAWORKS_TEMPORAL_ADDRESS ?= 127.0.0.1:$(SAGAWORKS_TEMPORAL_PORT)
 endif
 
-.PHONY: help bootstrap venv up seed test lint bench histories clean
+.PHONY: help bootstrap venv up seed test faults lint bench soak histories clean
 
 help: ## List the targets
 	@grep -E '^[a-z][a-zA-Z_-]*:.*## ' $(MAKEFILE_LIST) \
@@ -59,6 +60,9 @@ seed: venv ## Seed the demo catalogue (idempotent)
 test: venv ## Run the whole test suite (PYTEST_ARGS=... passes through)
 	$(RUN) $(VENV)/bin/pytest -q $(PYTEST_ARGS)
 
+faults: venv ## Run only the fault suite: kills, restarts, outages on the real stack
+	$(RUN) $(VENV)/bin/pytest -q -m faults tests/faults $(PYTEST_ARGS)
+
 lint: venv ## ruff check, ruff format --check, mypy
 	$(VENV)/bin/ruff check $(LINT_PATHS)
 	$(VENV)/bin/ruff format --check $(LINT_PATHS)
@@ -66,6 +70,9 @@ lint: venv ## ruff check, ruff format --check, mypy
 
 bench: venv ## Run the benchmark (BENCH_ARGS=... passes through)
 	$(RUN) $(PY) -m bench.run $(BENCH_ARGS)
+
+soak: venv ## 1,000 orders under random faults, then the invariants (SOAK_ARGS=... passes through)
+	$(RUN) $(PY) -m bench.soak $(SOAK_ARGS)
 
 histories: venv ## Re-record the saga histories the replay test guards (see README)
 	$(RUN) $(PY) -m tests.histories.record

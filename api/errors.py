@@ -27,6 +27,14 @@ UNAVAILABLE_CODES = frozenset(
 )
 
 
+def means_unavailable(err: RPCError) -> bool:
+    """True when Temporal, or the worker behind a query or update, did not answer."""
+    # A query right after a server restart, before the worker polls again, fails with
+    # FAILED_PRECONDITION "no poller seen for task queue recently": the worker is away.
+    no_poller = err.status == RPCStatusCode.FAILED_PRECONDITION and "no poller" in err.message
+    return err.status in UNAVAILABLE_CODES or no_poller
+
+
 class ApiError(Exception):
     status_code = 500
 
@@ -76,7 +84,7 @@ async def _api_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _rpc_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RPCError)
-    if exc.status in UNAVAILABLE_CODES:
+    if means_unavailable(exc):
         return _json_error(503, "Temporal is unavailable; try again shortly")
     log.error("Temporal call failed on %s %s: %s", request.method, request.url.path, exc)
     return _json_error(500, "internal error")

@@ -29,11 +29,11 @@ from temporalio.exceptions import FailureError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.errors import (
-    UNAVAILABLE_CODES,
     OrderConflict,
     OrderNotFound,
     TemporalUnavailable,
     UnprocessableRequest,
+    means_unavailable,
 )
 from api.schemas import OrderIn
 from common.settings import Settings
@@ -69,7 +69,7 @@ async def bounded(settings: Settings, call: Callable[[timedelta], Awaitable[T]])
             f"no answer from Temporal or the order worker within {seconds:g}s"
         ) from err
     except RPCError as err:
-        if err.status in UNAVAILABLE_CODES:
+        if means_unavailable(err):
             raise TemporalUnavailable(f"Temporal is unavailable: {err.message}") from err
         raise
     except RuntimeError as err:

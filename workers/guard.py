@@ -31,6 +31,7 @@ from temporalio.worker import (
 from activities.faults import FaultStore
 from workers.reporting import ReportBuffer
 from workflows.coordination_models import CircuitPhase, CircuitView
+from workflows.coordinator import CIRCUITS_MEMO
 from workflows.models import FaultState
 
 log = logging.getLogger("sagaworks.guard")
@@ -52,15 +53,19 @@ class CircuitCache:
         self._fetched_at: datetime | None = None
 
     async def refresh(self, client: Client, coordinator_id: str) -> None:
+        handle = client.get_workflow_handle(coordinator_id)
         try:
-            circuits = await client.get_workflow_handle(coordinator_id).query(
-                "circuits", result_type=dict[str, CircuitView], rpc_timeout=timedelta(seconds=2)
+            # From the memo: the server answers alone, without a coordinator task.
+            description = await handle.describe(rpc_timeout=timedelta(seconds=2))
+            circuits = await description.memo_value(
+                CIRCUITS_MEMO, None, type_hint=dict[str, CircuitView]
             )
-        except Exception as err:  # the coordinator may not exist yet, or its worker be down
+        except Exception as err:  # the coordinator may not exist yet
             log.debug("circuit refresh failed: %s", err)
             return
-        self._circuits = circuits
-        self._fetched_at = datetime.now(UTC)
+        if circuits is not None:
+            self._circuits = circuits
+            self._fetched_at = datetime.now(UTC)
 
     def current(self, service: str) -> CircuitView | None:
         if self._fetched_at is None or datetime.now(UTC) - self._fetched_at > STALE_AFTER:

@@ -27,6 +27,7 @@ with workflow.unsafe.imports_passed_through():
     )
 
 REPORT_SIGNAL = "report"
+CIRCUITS_MEMO = "circuits"
 MIN_TIMER = timedelta(milliseconds=100)
 DETAILS_EVERY = timedelta(seconds=2)
 
@@ -52,10 +53,12 @@ class CoordinatorWorkflow:
         self._timer_at: datetime | None = None
         self._timer_fired = False
         self._details_at: datetime | None = None
+        self._circuits_published: dict[str, CircuitView] | None = None
 
     @workflow.run
     async def run(self, input: CoordinatorInput) -> None:
         self._publish_details()
+        self._publish_circuits(force=True)
         while not self._history_too_long():
             self._arm_timer()
             await workflow.wait_condition(self._changed_since(self._book.revision))
@@ -64,6 +67,7 @@ class CoordinatorWorkflow:
                 self._book.tick(workflow.now(), self._config)
                 self._book.revision += 1
             self._publish_details()
+            self._publish_circuits()
         # Let an update that is mid-flight answer first; signals are applied synchronously,
         # and any that arrive with the continue-as-new command make the server retry the
         # task, so none is lost.
@@ -83,6 +87,7 @@ class CoordinatorWorkflow:
         self._book.operate(request, workflow.now(), self._config)
         workflow.logger.info("operator action %s %s", request.action, request.service or "")
         self._publish_details(now=True)
+        self._publish_circuits()
         return self.state()
 
     @operate.validator
@@ -94,11 +99,6 @@ class CoordinatorWorkflow:
     @workflow.query
     def state(self) -> CoordinationState:
         return self._book.view(workflow.now(), self._config, self._run)
-
-    @workflow.query
-    def circuits(self) -> dict[str, CircuitView]:
-        """The small slice service workers poll once a second."""
-        return {name: book.circuit for name, book in self._book.services.items()}
 
     # --- internals -----------------------------------------------------------------------
 
@@ -128,6 +128,18 @@ class CoordinatorWorkflow:
             info.is_continue_as_new_suggested()
             or info.get_current_history_length() >= self._config.max_history_events
         )
+
+    def _publish_circuits(self, *, force: bool = False) -> None:
+        """Keep the circuit states in the memo, where workers read them with `describe`.
+
+        A describe is answered by the server alone, so the four service workers' refresh
+        every second costs the coordinator nothing; a query would queue behind its tasks.
+        The memo changes (one history event) only when a circuit moves.
+        """
+        circuits = {name: book.circuit for name, book in self._book.services.items()}
+        if force or circuits != self._circuits_published:
+            workflow.upsert_memo({CIRCUITS_MEMO: circuits})
+            self._circuits_published = circuits
 
     def _publish_details(self, *, now: bool = False) -> None:
         # At most every DETAILS_EVERY: building the view on every report costs CPU that a

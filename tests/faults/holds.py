@@ -49,8 +49,7 @@ class Holds:
         """The attempts of that step that stopped at that hold so far."""
         prefix = f"{workflow_id}.{activity}.{phase}."
         return sorted(
-            int(marker.name.removeprefix(prefix))
-            for marker in self._markers.glob(f"{prefix}*")
+            int(marker.name.removeprefix(prefix)) for marker in self._markers.glob(f"{prefix}*")
         )
 
     def _switch(self, activity: str, phase: str, workflow_id: str | None) -> Path:

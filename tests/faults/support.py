@@ -22,8 +22,13 @@ from typing import Any
 import httpx
 from temporalio.client import Client
 
-from activities.inventory import CATALOGUE
-from bench.invariants import EFFECT_TABLES, TERMINAL, check_all, read_databases
+from bench.invariants import (
+    EFFECT_TABLES,
+    INITIAL_STOCK,
+    TERMINAL,
+    check_all,
+    read_databases,
+)
 from common.binaries import find_binary
 from tests.faults import held_worker
 from tests.faults.holds import Holds
@@ -31,7 +36,6 @@ from tests.support.api_client import order_body, poll
 from tests.support.stack import SERVICES, Stack, free_port, run_stack
 
 SEARCH_ATTRIBUTES = ("OrderStatus", "CustomerId", "FailureReason")
-INITIAL_STOCK = {product.sku: product.stock for product in CATALOGUE}
 Status = dict[str, Any]
 
 
@@ -122,11 +126,6 @@ class DevServer:
                 process.kill()
                 process.wait(timeout=timeout)
         return process.returncode
-
-    def restart(self, down_for: float = 0) -> None:
-        self.stop()
-        time.sleep(down_for)  # holding it down is the fault itself, not a synchronisation
-        self.start()
 
     def log_tail(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:] if self.log_path.exists() else ""
@@ -244,10 +243,6 @@ class FaultSystem:
     def kill_worker(self, name: str) -> None:
         code = self.stack.stop(name, signal.SIGKILL)
         assert code == -signal.SIGKILL, f"{name} was not running (exit {code})\n{self.logs()}"
-
-    def alive(self, name: str) -> bool:
-        process = self.stack.processes.get(name)
-        return process is not None and process.poll() is None
 
     def effect_ids(self, service: str, key: str) -> list[str]:
         """The IDs of the rows `service` holds under a step's idempotency key."""

@@ -163,4 +163,3 @@ def _undo_keys(system: FaultSystem, order_id: str) -> dict[str, list[str]]:
         service: [k for k in system.recorded_keys(service, f"{order_id}:") if k.endswith(":undo")]
         for service in ("inventory", "payments")
     }
-

@@ -28,7 +28,11 @@ from tests.support.api_client import order_body
 
 STEP_TIMEOUT_S = 5
 # The step each service worker runs on the way to COMPLETED, with its effect row.
-STEP_OF = {"inventory": "reserve_stock", "payments": "authorize_payment", "shipping": "create_shipment"}
+STEP_OF = {
+    "inventory": "reserve_stock",
+    "payments": "authorize_payment",
+    "shipping": "create_shipment",
+}
 # Every key a service records for one completed order, after the `<order_id>:` prefix.
 KEYS_OF_COMPLETED = {
     "inventory": ["reserve_stock"],
@@ -115,8 +119,10 @@ async def test_orders_worker_killed_during_approval_wait_and_compensation_resume
     for order_id in ids.values():
         await system.wait_until(
             order_id,
-            lambda s: s["current_step"] == "authorize_payment"
-            and _step(s, "reserve_stock")["status"] == "succeeded",
+            lambda s: (
+                s["current_step"] == "authorize_payment"
+                and _step(s, "reserve_stock")["status"] == "succeeded"
+            ),
         )
     assert stack.stop("inventory") == 0
     system.start_worker("payments")
@@ -206,11 +212,11 @@ def _step(status: Status, name: str) -> dict[str, Any]:
 
 def _releasing_stock(status: Status) -> bool:
     outcomes = {c["name"]: c["status"] for c in status["compensations"]}
-    return outcomes.get("authorize_payment") == "succeeded" and outcomes.get(
-        "reserve_stock"
-    ) in ("pending", "running")
+    return outcomes.get("authorize_payment") == "succeeded" and outcomes.get("reserve_stock") in (
+        "pending",
+        "running",
+    )
 
 
 def _shelf(system: FaultSystem, sku: str = "SKU-1") -> int:
     return read_databases(system.data_dir).stock[sku]
-

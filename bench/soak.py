@@ -1,0 +1,313 @@
+"""`python -m bench.soak` (`make soak`): many orders through faults, then the invariants.
+
+Starts its own system on free ports and a throwaway directory: a dev server on a database
+file, one process per worker, the API. Drives `--orders` orders of every fixture through
+HTTP at `--concurrency` (each lane places an order, decides it if it waits for approval,
+follows it to its end, then takes the next), while faults fire at random points: `--kills`
+worker processes SIGKILLed and restarted, and one restart of the dev server.
+
+Then, with every process stopped so nothing can still write, it checks the invariants of
+`bench/invariants.py` in the services' own databases, plus that each order ended as its
+fixture says and that no process died unless a fault killed it. It prints the counts and
+writes them to `bench/results/soak-latest.json`. The exit code is 1 if anything is violated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import signal
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.invariants import INITIAL_STOCK, Check, check_all, read_databases, violations
+from bench.soak_driver import Driver, HttpStats, OrderResult
+from bench.soak_faults import Fault, FaultInjector, FaultLog, plan_faults
+from bench.soak_plan import PlannedOrder, plan_orders
+from tests.faults.support import dev_server
+from tests.support.stack import SERVICES, Stack, run_stack
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+@dataclass
+class SoakOptions:
+    orders: int = 1000
+    concurrency: int = 40
+    kills: int = 12
+    server_restart: bool = True
+    seed: int | None = None
+    # Shorter than the 30 s default: a killed attempt is retried only after its step
+    # timeout, and a soak with a dozen kills should not spend its time waiting for that.
+    step_timeout_s: int = 10
+    order_timeout_s: float = 900
+    output_dir: Path = RESULTS_DIR
+
+
+def parse_args(argv: list[str] | None = None) -> SoakOptions:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.soak", description="Orders under random faults, then invariants."
+    )
+    parser.add_argument("--orders", type=_positive, default=1000)
+    parser.add_argument("--concurrency", type=_positive, default=40, help="orders in flight")
+    parser.add_argument("--kills", type=_non_negative, default=12, help="worker SIGKILLs")
+    parser.add_argument(
+        "--no-server-restart", action="store_true", help="skip the one dev-server restart"
+    )
+    parser.add_argument("--seed", type=int, default=None, help="default: a random one, printed")
+    parser.add_argument("--step-timeout", type=_positive, default=10, help="seconds per step")
+    parser.add_argument("--order-timeout", type=float, default=900.0, help="seconds per order")
+    parser.add_argument("--output-dir", type=Path, default=RESULTS_DIR)
+    args = parser.parse_args(argv)
+    return SoakOptions(
+        orders=args.orders,
+        concurrency=args.concurrency,
+        kills=args.kills,
+        server_restart=not args.no_server_restart,
+        seed=args.seed,
+        step_timeout_s=args.step_timeout,
+        order_timeout_s=args.order_timeout,
+        output_dir=args.output_dir,
+    )
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be at least 0")
+    return value
+
+
+async def run_soak(options: SoakOptions) -> dict[str, Any]:
+    seed = options.seed if options.seed is not None else random.randrange(2**31)
+    rng = random.Random(seed)
+    run_id = uuid.uuid4().hex[:8]
+    plan = plan_orders(options.orders, seed, run_id)
+    faults = plan_faults(options.orders, options.kills, options.server_restart, rng)
+    started_at = datetime.now(UTC)
+    clock = time.monotonic()
+    log(f"seed {seed}: {options.orders} orders, {len(faults)} faults, run {run_id}")
+
+    stats, fault_log = HttpStats(), FaultLog()
+    extra_env = {
+        "SAGAWORKS_STEP_TIMEOUT_S": str(options.step_timeout_s),
+        "SAGAWORKS_APPROVAL_TIMEOUT_S": str(int(options.order_timeout_s) * 2),
+    }
+    with tempfile.TemporaryDirectory(prefix="sagaworks-soak-") as tmp:
+        root = Path(tmp)
+        data_dir = root / "data"
+        data_dir.mkdir()
+        with (
+            dev_server(root, log_dir=data_dir) as server,
+            run_stack(server.address, data_dir, extra_env=extra_env) as stack,
+        ):
+            injector = FaultInjector(server, stack, SERVICES, rng, fault_log)
+            try:
+                results = await _drive(options, plan, stack, injector, faults, stats)
+            except BaseException:
+                print(stack.logs(), file=sys.stderr)
+                raise
+            survivors = _survivors(stack)
+            stuck = [r for r in results if r.problem]
+            if stuck:
+                print(stack.logs(), file=sys.stderr)
+        # Every process has stopped: nothing can still write what the checks read.
+        statuses = {r.order_id: r.status or "UNKNOWN" for r in results if r.order_id}
+        checks = check_all(read_databases(data_dir), statuses, INITIAL_STOCK)
+    checks += [outcomes_as_planned(results), _processes_check(survivors, fault_log)]
+
+    result = {
+        "params": {
+            "orders": options.orders,
+            "concurrency": options.concurrency,
+            "kills": options.kills,
+            "server_restart": options.server_restart,
+            "seed": seed,
+            "step_timeout_s": options.step_timeout_s,
+        },
+        "started_at": started_at.isoformat(),
+        "finished_at": datetime.now(UTC).isoformat(),
+        "duration_s": round(time.monotonic() - clock, 1),
+        "orders": _order_counts(results),
+        "faults": fault_log.to_json(),
+        "http": stats.to_json(),
+        "invariants": {check.name: check.to_json() for check in checks},
+        "violations": violations(checks),
+    }
+    print(render(result))
+    for path in write_results(result, options.output_dir, started_at):
+        log(f"wrote {path}")
+    return result
+
+
+async def _drive(
+    options: SoakOptions,
+    plan: list[PlannedOrder],
+    stack: Stack,
+    injector: FaultInjector,
+    faults: list[Fault],
+    stats: HttpStats,
+) -> list[OrderResult]:
+    assert stack.api_url is not None
+    limits = httpx.Limits(max_connections=options.concurrency + 10)
+    async with httpx.AsyncClient(base_url=stack.api_url, timeout=30, limits=limits) as http:
+        driver = Driver(http, stats, options.order_timeout_s)
+        placed = 0
+        finished = asyncio.Event()
+
+        def count_placed() -> None:
+            nonlocal placed
+            placed += 1
+            if placed % 100 == 0:
+                log(f"{placed} orders placed")
+
+        tickets = iter(plan)
+        results: list[OrderResult] = []
+
+        async def lane() -> None:
+            for planned in tickets:  # lanes share the iterator: each takes the next free order
+                results.append(await driver.drive(planned, count_placed))
+
+        faulting = asyncio.create_task(injector.run(faults, lambda: placed, finished))
+        try:
+            await asyncio.gather(*(lane() for _ in range(min(options.concurrency, len(plan)))))
+        finally:
+            finished.set()
+            await faulting
+    return sorted(results, key=lambda r: r.planned.index)
+
+
+def _survivors(stack: Stack) -> dict[str, int | None]:
+    """Each process's exit code now: None for every one still running, as all should be."""
+    return {name: process.poll() for name, process in stack.processes.items()}
+
+
+def outcomes_as_planned(results: list[OrderResult]) -> Check:
+    check = Check("every order ends as its fixture says", checked=len(results))
+    for result in results:
+        fixture = result.planned.fixture
+        want = (fixture.status, fixture.failure_reason)
+        got = (result.status, result.failure_reason)
+        if result.problem or got != want:
+            check.fail(
+                f"{result.order_id or result.planned.idempotency_key} ({fixture.name}): "
+                f"{got}, expected {want}{'; ' + result.problem if result.problem else ''}"
+            )
+    return check
+
+
+def _processes_check(survivors: dict[str, int | None], fault_log: FaultLog) -> Check:
+    check = Check("no process died unless a fault killed it", checked=len(survivors))
+    for dead in fault_log.found_dead:
+        check.fail(dead)
+    for name, code in sorted(survivors.items()):
+        if code is not None:
+            check.fail(f"{name} had exited with {code} at the end of the run")
+    return check
+
+
+def _order_counts(results: list[OrderResult]) -> dict[str, Any]:
+    return {
+        "total": len(results),
+        "by_status": dict(sorted(Counter(r.status or "UNKNOWN" for r in results).items())),
+        "by_outcome": dict(
+            sorted(
+                Counter(
+                    f"{r.status}/{r.failure_reason}" if r.failure_reason else str(r.status)
+                    for r in results
+                ).items()
+            )
+        ),
+        "by_fixture": dict(sorted(Counter(r.planned.fixture.name for r in results).items())),
+    }
+
+
+def render(result: dict[str, Any]) -> str:
+    orders, faults, http = result["orders"], result["faults"], result["http"]
+    lines = [
+        f"soak: {orders['total']} orders in {result['duration_s']:.0f} s "
+        f"(seed {result['params']['seed']})",
+        "orders by status:    " + _pairs(orders["by_status"]),
+        "orders by outcome:   " + _pairs(orders["by_outcome"]),
+        "orders by fixture:   " + _pairs(orders["by_fixture"]),
+        "faults by kind:      " + _pairs(faults["by_kind"]),
+        "workers killed:      " + _pairs(faults["worker_kills_by_target"]),
+        f"http: {http['retries']} retries, {http['replayed_posts']} POSTs answered by the "
+        f"saga a lost attempt had started, {http['late_decisions']} late decisions, "
+        f"{http['server_errors']} answers 500",
+        "invariants:",
+    ]
+    for name, check in result["invariants"].items():
+        lines.append(f"  {name:<55} {check['checked']:>6} checked  {check['violations']} violated")
+        lines.extend(f"      {example}" for example in check["examples"][:5])
+    lines.append(f"violations: {result['violations']}")
+    return "\n".join(lines)
+
+
+def _pairs(counts: dict[str, int]) -> str:
+    return ", ".join(f"{key} {value}" for key, value in counts.items()) or "none"
+
+
+def write_results(result: dict[str, Any], output_dir: Path, started_at: datetime) -> list[Path]:
+    output_dir.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(result, indent=2) + "\n"
+    paths = [
+        output_dir / "soak-latest.json",
+        output_dir / f"soak-{started_at.strftime('%Y%m%dT%H%M%SZ')}.json",
+    ]
+    for path in paths:
+        path.write_text(text)
+    return paths
+
+
+def log(message: str) -> None:
+    print(f"[soak] {message}", file=sys.stderr, flush=True)
+
+
+async def _main(options: SoakOptions) -> int:
+    # SIGINT and SIGTERM cancel the run, so every process started is stopped on the way out.
+    current = asyncio.current_task()
+    assert current is not None
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        asyncio.get_running_loop().add_signal_handler(sig, current.cancel)
+    result = await run_soak(options)
+    return 1 if result["violations"] else 0
+
+
+def main() -> None:
+    options = parse_args()
+    try:
+        code = asyncio.run(_main(options))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        log("interrupted; everything started has been stopped")
+        code = 130
+    except Exception as err:
+        log(f"failed: {type(err).__name__}: {err}")
+        code = 2
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Avoid the interpreter-exit abort in the Temporal core (sdk-python#300).
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    main()

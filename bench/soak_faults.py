@@ -1,0 +1,131 @@
+"""Faults the soak fires while orders flow: worker processes SIGKILLed, Temporal restarted.
+
+Each fault fires once the driver has placed a given number of orders (drawn at random from
+the seed), so a run is spread over the whole load whatever the machine's speed. A killed
+worker stays down for a random moment, then a fresh process takes its place; the dev
+server is stopped and started again on the same database file, on the same port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import signal
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from tests.faults.support import DevServer
+from tests.support.stack import Stack
+
+WORKER_KILL = "worker_kill"
+SERVER_RESTART = "server_restart"
+KILLED_DOWN_S = (0.5, 4.0)
+SERVER_DOWN_S = 3.0
+
+
+@dataclass(frozen=True)
+class Fault:
+    at_order: int  # fires once this many orders have been placed
+    kind: str
+
+
+def plan_faults(orders: int, kills: int, server_restart: bool, rng: random.Random) -> list[Fault]:
+    """Kills anywhere from 5% to 95% of the way; the server restart in the middle part."""
+    low, high = max(1, orders // 20), max(1, orders * 19 // 20)
+    faults = [Fault(rng.randint(low, high), WORKER_KILL) for _ in range(kills)]
+    if server_restart:
+        faults.append(
+            Fault(rng.randint(max(1, orders * 3 // 10), max(1, orders * 7 // 10)), SERVER_RESTART)
+        )
+    return sorted(faults, key=lambda fault: fault.at_order)
+
+
+@dataclass
+class FaultLog:
+    entries: list[dict[str, Any]] = field(default_factory=list)
+    # Processes found dead when a fault came for them: nothing but a fault may end one.
+    found_dead: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        by_kind = Counter(entry["kind"] for entry in self.entries)
+        killed = Counter(entry["target"] for entry in self.entries if entry["kind"] == WORKER_KILL)
+        return {
+            "by_kind": dict(sorted(by_kind.items())),
+            "worker_kills_by_target": dict(sorted(killed.items())),
+            "found_dead": self.found_dead,
+            "log": self.entries,
+        }
+
+
+class FaultInjector:
+    def __init__(
+        self,
+        server: DevServer,
+        stack: Stack,
+        workers: tuple[str, ...],
+        rng: random.Random,
+        log: FaultLog,
+    ) -> None:
+        self._server = server
+        self._stack = stack
+        self._workers = workers
+        self._rng = rng
+        self.log = log
+        self._started = time.monotonic()
+
+    async def run(
+        self, faults: list[Fault], placed: Callable[[], int], finished: asyncio.Event
+    ) -> None:
+        """Fire each fault when its turn comes; stop early if the orders are all done."""
+        for fault in faults:
+            while placed() < fault.at_order:
+                if finished.is_set():
+                    return
+                await asyncio.sleep(0.1)
+            if fault.kind == WORKER_KILL:
+                await self._kill_a_worker(fault)
+            else:
+                await self._restart_server(fault)
+
+    async def _kill_a_worker(self, fault: Fault) -> None:
+        name = self._rng.choice(self._workers)
+        process = self._stack.processes.get(name)
+        if process is not None and process.poll() is not None:
+            self.log.found_dead.append(f"{name} had exited with {process.returncode}")
+        at = time.monotonic() - self._started
+        code = await asyncio.to_thread(self._stack.stop, name, signal.SIGKILL)
+        down_s = self._rng.uniform(*KILLED_DOWN_S)
+        await asyncio.sleep(down_s)  # the worker stays down: that is the fault
+        await asyncio.to_thread(self._stack.start, name)
+        self._record(fault, target=name, at_s=at, down_s=down_s, exit_code=code)
+
+    async def _restart_server(self, fault: Fault) -> None:
+        at = time.monotonic() - self._started
+        await asyncio.to_thread(self._server.stop)
+        await asyncio.sleep(SERVER_DOWN_S)
+        started = time.monotonic()
+        await asyncio.to_thread(self._server.start)
+        self._record(
+            fault,
+            target="temporal",
+            at_s=at,
+            down_s=SERVER_DOWN_S + time.monotonic() - started,
+            exit_code=None,
+        )
+
+    def _record(
+        self, fault: Fault, *, target: str, at_s: float, down_s: float, exit_code: int | None
+    ) -> None:
+        self.log.entries.append(
+            {
+                "kind": fault.kind,
+                "target": target,
+                "after_orders": fault.at_order,
+                "at_s": round(at_s, 1),
+                "down_s": round(down_s, 1),
+                "exit_code": exit_code,
+            }
+        )
