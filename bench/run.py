@@ -52,6 +52,7 @@ from temporalio.client import Client
 
 from activities.inventory import CATALOGUE
 from bench.baseline_worker import ROLES
+from bench.cli import non_negative_int, positive_int
 from bench.coordination_lag import POLL_INTERVAL_S, LagProbe
 from bench.load import ORDER_SKU, Batch, OrderWatcher, baseline_saga, order_saga, run_batch
 from bench.report import build_result, machine, render_table, write_results
@@ -75,15 +76,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="python -m bench.run",
         description="Order throughput and latency against a Temporal floor.",
     )
-    parser.add_argument("--orders", type=_positive, default=500, help="measured sagas per run")
-    parser.add_argument("--concurrency", type=_positive, default=50, help="sagas in flight")
+    parser.add_argument("--orders", type=positive_int, default=500, help="measured sagas per run")
+    parser.add_argument("--concurrency", type=positive_int, default=50, help="sagas in flight")
     parser.add_argument("--output-dir", type=Path, default=RESULTS_DIR)
     parser.add_argument(
-        "--warmup", type=_non_negative, default=20, help="uncounted sagas of each kind"
+        "--warmup", type=non_negative_int, default=20, help="uncounted sagas of each kind"
     )
     parser.add_argument(
         "--rounds",
-        type=_positive,
+        type=positive_int,
         default=3,
         help="rotating rounds the N sagas are split into (a multiple of 3 balances them)",
     )
@@ -97,20 +98,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.orders + args.warmup > stock:
         parser.error(f"--orders plus --warmup must stay within {ORDER_SKU}'s stock of {stock}")
     return args
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
-
-
-def _non_negative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be at least 0")
-    return value
 
 
 def start_baseline_workers(stack: Stack) -> tuple[str, str]:

@@ -32,6 +32,7 @@ from typing import Any
 
 import httpx
 
+from bench.cli import non_negative_int, positive_int
 from bench.invariants import INITIAL_STOCK, Check, check_all, read_databases, violations
 from bench.soak_driver import Driver, HttpStats, OrderResult
 from bench.soak_faults import Fault, FaultInjector, FaultLog, plan_faults
@@ -60,14 +61,14 @@ def parse_args(argv: list[str] | None = None) -> SoakOptions:
     parser = argparse.ArgumentParser(
         prog="python -m bench.soak", description="Orders under random faults, then invariants."
     )
-    parser.add_argument("--orders", type=_positive, default=1000)
-    parser.add_argument("--concurrency", type=_positive, default=40, help="orders in flight")
-    parser.add_argument("--kills", type=_non_negative, default=12, help="worker SIGKILLs")
+    parser.add_argument("--orders", type=positive_int, default=1000)
+    parser.add_argument("--concurrency", type=positive_int, default=40, help="orders in flight")
+    parser.add_argument("--kills", type=non_negative_int, default=12, help="worker SIGKILLs")
     parser.add_argument(
         "--no-server-restart", action="store_true", help="skip the one dev-server restart"
     )
     parser.add_argument("--seed", type=int, default=None, help="default: a random one, printed")
-    parser.add_argument("--step-timeout", type=_positive, default=10, help="seconds per step")
+    parser.add_argument("--step-timeout", type=positive_int, default=10, help="seconds per step")
     parser.add_argument("--order-timeout", type=float, default=900.0, help="seconds per order")
     parser.add_argument("--output-dir", type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)
@@ -81,20 +82,6 @@ def parse_args(argv: list[str] | None = None) -> SoakOptions:
         order_timeout_s=args.order_timeout,
         output_dir=args.output_dir,
     )
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
-
-
-def _non_negative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be at least 0")
-    return value
 
 
 async def run_soak(options: SoakOptions) -> dict[str, Any]:
