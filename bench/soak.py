@@ -4,7 +4,8 @@ Starts its own system on free ports and a throwaway directory: a dev server on a
 file, one process per worker, the API. Drives `--orders` orders of every fixture through
 HTTP at `--concurrency` (each lane places an order, decides it if it waits for approval,
 follows it to its end, then takes the next), while faults fire at random points: `--kills`
-worker processes SIGKILLed and restarted, and one restart of the dev server.
+worker processes SIGKILLed and restarted, `--injections` spells of injected errors in a
+random service (`PUT /admin/faults/...`, then `DELETE`), and one restart of the dev server.
 
 Then, with every process stopped so nothing can still write, it checks the invariants of
 `bench/invariants.py` in the services' own databases, plus that each order ended as its
@@ -48,6 +49,7 @@ class SoakOptions:
     orders: int = 1000
     concurrency: int = 40
     kills: int = 12
+    injections: int = 4
     server_restart: bool = True
     seed: int | None = None
     # Shorter than the 30 s default: a killed attempt is retried only after its step
@@ -65,6 +67,12 @@ def parse_args(argv: list[str] | None = None) -> SoakOptions:
     parser.add_argument("--concurrency", type=positive_int, default=40, help="orders in flight")
     parser.add_argument("--kills", type=non_negative_int, default=12, help="worker SIGKILLs")
     parser.add_argument(
+        "--injections",
+        type=non_negative_int,
+        default=4,
+        help="spells of injected errors (PUT /admin/faults) in a random service",
+    )
+    parser.add_argument(
         "--no-server-restart", action="store_true", help="skip the one dev-server restart"
     )
     parser.add_argument("--seed", type=int, default=None, help="default: a random one, printed")
@@ -76,6 +84,7 @@ def parse_args(argv: list[str] | None = None) -> SoakOptions:
         orders=args.orders,
         concurrency=args.concurrency,
         kills=args.kills,
+        injections=args.injections,
         server_restart=not args.no_server_restart,
         seed=args.seed,
         step_timeout_s=args.step_timeout,
@@ -89,7 +98,9 @@ async def run_soak(options: SoakOptions) -> dict[str, Any]:
     rng = random.Random(seed)
     run_id = uuid.uuid4().hex[:8]
     plan = plan_orders(options.orders, seed, run_id)
-    faults = plan_faults(options.orders, options.kills, options.server_restart, rng)
+    faults = plan_faults(
+        options.orders, options.kills, options.server_restart, rng, options.injections
+    )
     started_at = datetime.now(UTC)
     clock = time.monotonic()
     log(f"seed {seed}: {options.orders} orders, {len(faults)} faults, run {run_id}")
@@ -127,6 +138,7 @@ async def run_soak(options: SoakOptions) -> dict[str, Any]:
             "orders": options.orders,
             "concurrency": options.concurrency,
             "kills": options.kills,
+            "injections": options.injections,
             "server_restart": options.server_restart,
             "seed": seed,
             "step_timeout_s": options.step_timeout_s,

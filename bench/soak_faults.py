@@ -1,4 +1,5 @@
-"""Faults the soak fires while orders flow: worker processes SIGKILLed, Temporal restarted.
+"""Faults the soak fires while orders flow: worker processes SIGKILLed, Temporal restarted,
+errors injected into a service through the chaos-drill endpoint.
 
 Each fault fires once the driver has placed a given number of orders (drawn at random from
 the seed), so a run is spread over the whole load whatever the machine's speed. A killed
@@ -13,17 +14,24 @@ import random
 import signal
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+import httpx
 
 from tests.faults.support import DevServer
 from tests.support.stack import Stack
 
 WORKER_KILL = "worker_kill"
 SERVER_RESTART = "server_restart"
+INJECTED_ERRORS = "injected_errors"
 KILLED_DOWN_S = (0.5, 4.0)
 SERVER_DOWN_S = 3.0
+INJECTED_FOR_S = (2.0, 8.0)
+INJECTED_RATIOS = (0.3, 0.6, 1.0)
+# The services whose calls can be failed (the orders worker runs no activities).
+INJECTABLE = ("inventory", "payments", "shipping", "notifications")
 
 
 @dataclass(frozen=True)
@@ -32,10 +40,13 @@ class Fault:
     kind: str
 
 
-def plan_faults(orders: int, kills: int, server_restart: bool, rng: random.Random) -> list[Fault]:
-    """Kills anywhere from 5% to 95% of the way; the server restart in the middle part."""
+def plan_faults(
+    orders: int, kills: int, server_restart: bool, rng: random.Random, injections: int = 0
+) -> list[Fault]:
+    """Kills and injections from 5% to 95% of the way; the server restart in the middle."""
     low, high = max(1, orders // 20), max(1, orders * 19 // 20)
     faults = [Fault(rng.randint(low, high), WORKER_KILL) for _ in range(kills)]
+    faults += [Fault(rng.randint(low, high), INJECTED_ERRORS) for _ in range(injections)]
     if server_restart:
         faults.append(
             Fault(rng.randint(max(1, orders * 3 // 10), max(1, orders * 7 // 10)), SERVER_RESTART)
@@ -87,6 +98,8 @@ class FaultInjector:
                 await asyncio.sleep(0.1)
             if fault.kind == WORKER_KILL:
                 await self._kill_a_worker(fault)
+            elif fault.kind == INJECTED_ERRORS:
+                await self._inject_errors(fault)
             else:
                 await self._restart_server(fault)
 
@@ -101,6 +114,20 @@ class FaultInjector:
         await asyncio.sleep(down_s)  # the worker stays down: that is the fault
         await asyncio.to_thread(self._stack.start, name)
         self._record(fault, target=name, at_s=at, down_s=down_s, exit_code=code)
+
+    async def _inject_errors(self, fault: Fault) -> None:
+        """Fail a share of one service's calls for a while (PUT, wait, DELETE)."""
+        service = self._rng.choice(INJECTABLE)
+        ratio = self._rng.choice(INJECTED_RATIOS)
+        at = time.monotonic() - self._started
+        path = f"/admin/faults/{service}"
+        async with httpx.AsyncClient(base_url=self._stack.api_url or "", timeout=30) as http:
+            # A 503 means the service's worker is away (a kill): ask again until it applies.
+            await _until(lambda: http.put(path, json={"error_ratio": ratio}), 200)
+            down_s = self._rng.uniform(*INJECTED_FOR_S)
+            await asyncio.sleep(down_s)
+            await _until(lambda: http.delete(path), 204)
+        self._record(fault, target=f"{service} x{ratio}", at_s=at, down_s=down_s, exit_code=None)
 
     async def _restart_server(self, fault: Fault) -> None:
         at = time.monotonic() - self._started
@@ -129,3 +156,18 @@ class FaultInjector:
                 "exit_code": exit_code,
             }
         )
+
+
+async def _until(
+    call: Callable[[], Awaitable[httpx.Response]], status: int, within_s: float = 120
+) -> None:
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            if (await call()).status_code == status:
+                return
+        except httpx.HTTPError:
+            pass  # the API reconnecting after a server restart
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the chaos-drill endpoint never answered {status}")
+        await asyncio.sleep(0.5)

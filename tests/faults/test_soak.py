@@ -15,13 +15,14 @@ from bench.soak_plan import FIXTURES
 ORDERS = 60
 
 
-async def test_small_soak_keeps_every_invariant_through_a_kill_and_a_server_restart(
+async def test_small_soak_keeps_every_invariant_through_a_kill_errors_and_a_server_restart(
     tmp_path: Path,
 ) -> None:
     options = SoakOptions(
         orders=ORDERS,
         concurrency=10,
         kills=1,
+        injections=1,
         seed=20261123,
         step_timeout_s=5,
         # A broken system fails the test in minutes, not after the soak's default 15.
@@ -30,7 +31,11 @@ async def test_small_soak_keeps_every_invariant_through_a_kill_and_a_server_rest
     )
     result = await run_soak(options)
 
-    assert result["faults"]["by_kind"] == {"server_restart": 1, "worker_kill": 1}
+    assert result["faults"]["by_kind"] == {
+        "injected_errors": 1,
+        "server_restart": 1,
+        "worker_kill": 1,
+    }
     assert result["faults"]["found_dead"] == []
     assert result["orders"]["total"] == ORDERS
     # The seed mixes every fixture in, so every path ran through the faults.
