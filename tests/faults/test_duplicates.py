@@ -28,7 +28,12 @@ REPEATS = 3
 
 @pytest_asyncio.fixture(scope="module")
 async def system(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[FaultSystem]:
-    extra_env = {"SAGAWORKS_APPROVAL_TIMEOUT_S": "900"}
+    extra_env = {
+        "SAGAWORKS_APPROVAL_TIMEOUT_S": "900",
+        # Twenty updates at once on one saga queue up on a busy machine; this module checks
+        # what they answer, not how fast, so give them more than the default 5 s bound.
+        "SAGAWORKS_API_TEMPORAL_TIMEOUT_S": "20",
+    }
     root = tmp_path_factory.mktemp("duplicates")
     # Shipping runs held, so a test can keep an order in the middle of shipping.
     async with fault_system(root, held=("shipping",), extra_env=extra_env) as system:
