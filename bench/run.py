@@ -52,7 +52,7 @@ from temporalio.client import Client
 
 from activities.inventory import CATALOGUE
 from bench.baseline_worker import ROLES
-from bench.cli import non_negative_int, positive_int
+from bench.cli import exit_after, non_negative_int, positive_int
 from bench.coordination_lag import POLL_INTERVAL_S, LagProbe
 from bench.load import ORDER_SKU, Batch, OrderWatcher, baseline_saga, order_saga, run_batch
 from bench.report import build_result, machine, render_table, write_results
@@ -308,19 +308,12 @@ def log(message: str) -> None:
 
 
 def main() -> None:
-    args = parse_args()
-    try:
-        code = asyncio.run(bench(args))
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        log("interrupted; everything started has been stopped")
-        code = 128 + (stop_signal[0] if stop_signal else signal.SIGINT)
-    except Exception as err:
-        log(f"failed: {type(err).__name__}: {err}")
-        code = 1
-    sys.stdout.flush()
-    sys.stderr.flush()
-    # Avoid the interpreter-exit abort in the Temporal core (sdk-python#300).
-    os._exit(code)
+    exit_after(
+        bench(parse_args()),
+        log=log,
+        interrupted=lambda: 128 + (stop_signal[0] if stop_signal else signal.SIGINT),
+        failed=1,
+    )
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
 import signal
 import sys
@@ -33,7 +32,7 @@ from typing import Any
 
 import httpx
 
-from bench.cli import non_negative_int, positive_int
+from bench.cli import exit_after, non_negative_int, positive_int
 from bench.invariants import INITIAL_STOCK, Check, check_all, read_databases, violations
 from bench.soak_driver import Driver, HttpStats, OrderResult
 from bench.soak_faults import Fault, FaultInjector, FaultLog, plan_faults
@@ -293,19 +292,7 @@ async def _main(options: SoakOptions) -> int:
 
 
 def main() -> None:
-    options = parse_args()
-    try:
-        code = asyncio.run(_main(options))
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        log("interrupted; everything started has been stopped")
-        code = 130
-    except Exception as err:
-        log(f"failed: {type(err).__name__}: {err}")
-        code = 2
-    sys.stdout.flush()
-    sys.stderr.flush()
-    # Avoid the interpreter-exit abort in the Temporal core (sdk-python#300).
-    os._exit(code)
+    exit_after(_main(parse_args()), log=log, interrupted=lambda: 130, failed=2)
 
 
 if __name__ == "__main__":
