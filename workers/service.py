@@ -37,15 +37,10 @@ def build_service_worker(
     faults = FaultCache(fault_store)
     faults.fault = fault_store.read()  # a fault set before a restart applies from the start
     coordinated = settings.coordination_enabled
-    buffer = ReportBuffer(f"{service} {client.identity}") if coordinated else None
+    # The guard always measures (cheap); only a coordinated process sends what it measured.
+    buffer = ReportBuffer(f"{service} {client.identity}")
     circuits = CircuitCache() if coordinated and settings.circuit_breaker_enabled else None
-    guard = ServiceGuard(
-        service,
-        buffer or ReportBuffer("unreported"),
-        faults,
-        circuits,
-        open_s=settings.circuit_open_s,
-    )
+    guard = ServiceGuard(service, buffer, faults, circuits, open_s=settings.circuit_open_s)
     worker = Worker(
         client,
         task_queue=getattr(settings, f"{service}_task_queue"),
@@ -56,5 +51,6 @@ def build_service_worker(
         graceful_shutdown_timeout=timedelta(seconds=10),
         interceptors=[guard],
     )
-    agent = CoordinationAgent(client, settings, buffer, circuits=circuits, faults=faults)
+    reports = buffer if coordinated else None
+    agent = CoordinationAgent(client, settings, reports, circuits=circuits, faults=faults)
     return Runtime(worker, agent)
