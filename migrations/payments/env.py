@@ -1,0 +1,5 @@
+"""Alembic's entry point for the payments database (migrations/support.py does the work)."""
+
+from migrations.support import run_migrations
+
+run_migrations("payments")

@@ -1,0 +1,1 @@
+"""The shipping database's migration history."""

@@ -1,0 +1,36 @@
+-- What `create_all` made for the payments database (postgresql) at 8857ef3, before migrations.
+-- Recorded from that commit's models; never re-recorded.
+
+CREATE TABLE payments_payment (
+	id VARCHAR NOT NULL, 
+	authorization_key VARCHAR(300) NOT NULL, 
+	order_id VARCHAR(200) NOT NULL, 
+	card_token VARCHAR NOT NULL, 
+	amount_cents INTEGER NOT NULL, 
+	status VARCHAR NOT NULL, 
+	created_at TIMESTAMP WITH TIME ZONE NOT NULL, 
+	updated_at TIMESTAMP WITH TIME ZONE NOT NULL, 
+	PRIMARY KEY (id), 
+	UNIQUE (authorization_key)
+);
+
+CREATE INDEX ix_payments_payment_order_id ON payments_payment (order_id);
+
+CREATE TABLE idempotency_record (
+	key VARCHAR(300) NOT NULL, 
+	operation VARCHAR(64) NOT NULL, 
+	result_json VARCHAR NOT NULL, 
+	created_at TIMESTAMP WITH TIME ZONE NOT NULL, 
+	PRIMARY KEY (key)
+);
+
+CREATE TABLE injected_fault (
+	service VARCHAR(64) NOT NULL, 
+	error_ratio FLOAT NOT NULL, 
+	latency_ms INTEGER NOT NULL, 
+	activity VARCHAR(64), 
+	non_retryable BOOLEAN NOT NULL, 
+	injected_errors INTEGER NOT NULL, 
+	updated_at TIMESTAMP WITH TIME ZONE NOT NULL, 
+	PRIMARY KEY (service)
+);
