@@ -1,26 +1,48 @@
-"""Inventory service: products, stock and reservations, in its own database."""
+"""Inventory service: products, stock and reservations, in its own database.
+
+Returns: the claim ledger (what each return takes back of an order, checked against what
+the order bought) and the restock of a received return.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import uuid
+from collections import Counter
+from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import update
-from sqlmodel import Field, Session, SQLModel, col, select
-from temporalio import activity
+from sqlmodel import AutoString, Field, Session, SQLModel, col, select
 from temporalio.exceptions import ApplicationError
 
-from activities.idempotency import IdempotencyRecord, current_attempt, run_once, utcnow
+from activities.idempotency import (
+    IdempotencyRecord,
+    current_attempt,
+    run_once,
+    service_activity,
+    utcnow,
+)
 from common.db import SessionFactory
 from workflows.models import (
     BusinessError,
     OrderItem,
     ReleaseStockInput,
     ReleaseStockResult,
+    ReservationStatus,
     ReserveStockInput,
     ReserveStockResult,
+)
+from workflows.return_models import (
+    ClaimReturnInput,
+    ClaimReturnResult,
+    ClaimStatus,
+    ReleaseReturnClaimInput,
+    ReleaseReturnClaimResult,
+    RestockItemsInput,
+    RestockItemsResult,
+    ReturnError,
 )
 
 
@@ -42,12 +64,32 @@ class Reservation(SQLModel, table=True):
     order_id: str = Field(index=True, max_length=200)
     lines_json: str = "[]"
     total_cents: int = 0
-    status: str = "reserved"  # reserved | released
+    # A plain string column (the schema of the migrations); the values are ReservationStatus.
+    status: ReservationStatus = Field(default=ReservationStatus.RESERVED, sa_type=AutoString)
     created_at: datetime = Field(default_factory=utcnow)
     released_at: datetime | None = None
 
 
-TABLES = [Product, Reservation, IdempotencyRecord]
+class ReturnClaim(SQLModel, table=True):
+    """What one return takes back of an order: the ledger that stops over-claiming."""
+
+    __tablename__ = "inventory_return_claim"
+
+    id: str = Field(primary_key=True, default_factory=lambda: f"clm-{uuid.uuid4().hex[:12]}")
+    # The claim step's idempotency key: one claim per return, ever.
+    claim_key: str = Field(unique=True, max_length=300)
+    order_id: str = Field(index=True, max_length=200)
+    return_id: str = Field(max_length=200)
+    lines_json: str = "[]"
+    # The returned items' share of the order's total, fixed when claimed.
+    refund_cents: int = 0
+    # A plain string column (the schema of the migrations); the values are ClaimStatus.
+    status: ClaimStatus = Field(default=ClaimStatus.CLAIMED, sa_type=AutoString)
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime | None = None
+
+
+TABLES = [Product, Reservation, ReturnClaim, IdempotencyRecord]
 
 CATALOGUE: list[Product] = [
     Product(sku="SKU-1", name="Espresso beans, 1 kg", price_cents=1_800, stock=10_000),
@@ -73,7 +115,7 @@ class InventoryActivities:
     def __init__(self, open_session: SessionFactory) -> None:
         self._open_session = open_session
 
-    @activity.defn(name="reserve_stock")
+    @service_activity("reserve_stock")
     def reserve_stock(self, input: ReserveStockInput) -> ReserveStockResult:
         result = run_once(
             self._open_session,
@@ -84,7 +126,7 @@ class InventoryActivities:
         )
         return dataclasses.replace(result, attempt=current_attempt())
 
-    @activity.defn(name="release_stock")
+    @service_activity("release_stock")
     def release_stock(self, input: ReleaseStockInput) -> ReleaseStockResult:
         return run_once(
             self._open_session,
@@ -93,6 +135,38 @@ class InventoryActivities:
             ReleaseStockResult,
             lambda session: _release(session, input),
         )
+
+    @service_activity("claim_return")
+    def claim_return(self, input: ClaimReturnInput) -> ClaimReturnResult:
+        result = run_once(
+            self._open_session,
+            input.idempotency_key,
+            "claim_return",
+            ClaimReturnResult,
+            lambda session: _claim(session, input),
+        )
+        return dataclasses.replace(result, attempt=current_attempt())
+
+    @service_activity("release_return_claim")
+    def release_return_claim(self, input: ReleaseReturnClaimInput) -> ReleaseReturnClaimResult:
+        return run_once(
+            self._open_session,
+            input.idempotency_key,
+            "release_return_claim",
+            ReleaseReturnClaimResult,
+            lambda session: _release_claim(session, input),
+        )
+
+    @service_activity("restock_items")
+    def restock_items(self, input: RestockItemsInput) -> RestockItemsResult:
+        result = run_once(
+            self._open_session,
+            input.idempotency_key,
+            "restock_items",
+            RestockItemsResult,
+            lambda session: _restock(session, input),
+        )
+        return dataclasses.replace(result, attempt=current_attempt())
 
 
 def _reserve(session: Session, input: ReserveStockInput) -> ReserveStockResult:
@@ -137,12 +211,12 @@ def _release(session: Session, input: ReleaseStockInput) -> ReleaseStockResult:
             Reservation(
                 reservation_key=input.reservation_key,
                 order_id=input.order_id,
-                status="released",
+                status=ReservationStatus.RELEASED,
                 released_at=utcnow(),
             )
         )
         return ReleaseStockResult(released=False)
-    if reservation.status == "released":
+    if reservation.status == ReservationStatus.RELEASED:
         return ReleaseStockResult(released=False)
     for line in json.loads(reservation.lines_json):
         session.execute(
@@ -150,10 +224,146 @@ def _release(session: Session, input: ReleaseStockInput) -> ReleaseStockResult:
             .where(col(Product.sku) == line["sku"])
             .values(stock=col(Product.stock) + line["quantity"])
         )
-    reservation.status = "released"
+    reservation.status = ReservationStatus.RELEASED
     reservation.released_at = utcnow()
     session.add(reservation)
     return ReleaseStockResult(released=True)
+
+
+# --- returns --------------------------------------------------------------------------------
+
+
+def _claim(session: Session, input: ClaimReturnInput) -> ClaimReturnResult:
+    existing = _return_claim(session, input.idempotency_key)
+    if existing is not None:
+        # A release already left a tombstone: the saga gave up before the claim ran.
+        return ClaimReturnResult(claim_id=existing.id, refund_cents=existing.refund_cents)
+    # The order's reservation is what it bought. Locking its row serializes the claims of
+    # one order on PostgreSQL (SQLite transactions here are serialized anyway), so two
+    # concurrent returns never both see the same quantities as still returnable.
+    reservation = session.exec(
+        select(Reservation)
+        .where(
+            Reservation.order_id == input.order_id,
+            Reservation.status == ReservationStatus.RESERVED,
+        )
+        .order_by(col(Reservation.created_at).desc())
+        .with_for_update()
+    ).first()
+    if reservation is None:
+        raise ApplicationError(
+            f"order {input.order_id} holds no stock a return could take back",
+            type=ReturnError.NOT_RETURNABLE,
+            non_retryable=True,
+        )
+    bought = dict(_lines(reservation.lines_json))
+    others = session.exec(
+        select(ReturnClaim).where(
+            ReturnClaim.order_id == input.order_id, ReturnClaim.status != ClaimStatus.RELEASED
+        )
+    ).all()
+    claimed: Counter[str] = Counter()
+    for other in others:
+        claimed.update(dict(_lines(other.lines_json)))
+    wanted = _merge(input.items)
+    for item in wanted:
+        returnable = bought.get(item.sku, 0) - claimed[item.sku]
+        if item.quantity > returnable:
+            raise ApplicationError(
+                f"{item.sku}: {item.quantity} to return, {returnable} returnable",
+                {"sku": item.sku, "requested": item.quantity, "returnable": returnable},
+                type=ReturnError.EXCEEDS_ORDER,
+                non_retryable=True,
+            )
+    claim = ReturnClaim(
+        claim_key=input.idempotency_key,
+        order_id=input.order_id,
+        return_id=input.return_id,
+        lines_json=json.dumps([dataclasses.asdict(i) for i in wanted]),
+        refund_cents=_share(session, reservation.total_cents, bought, claimed, wanted, others),
+    )
+    session.add(claim)
+    return ClaimReturnResult(claim_id=claim.id, refund_cents=claim.refund_cents)
+
+
+def _share(
+    session: Session,
+    total_cents: int,
+    bought: dict[str, int],
+    claimed: Counter[str],
+    wanted: list[OrderItem],
+    others: Sequence[ReturnClaim],
+) -> int:
+    """The returned items' share of what the order paid, in proportion to their prices.
+
+    The claim that takes the last items gets the rest, so an order's refunds add up to
+    its total exactly, and never more.
+    """
+    left = total_cents - sum(other.refund_cents for other in others)
+    after = claimed + Counter({item.sku: item.quantity for item in wanted})
+    if all(after[sku] >= quantity for sku, quantity in bought.items()):
+        return max(left, 0)
+    prices = {sku: (p.price_cents if (p := session.get(Product, sku)) else 0) for sku in bought}
+    bought_value = sum(prices[sku] * quantity for sku, quantity in bought.items())
+    if bought_value == 0:
+        return 0
+    wanted_value = sum(prices[item.sku] * item.quantity for item in wanted)
+    return max(min(total_cents * wanted_value // bought_value, left), 0)
+
+
+def _release_claim(session: Session, input: ReleaseReturnClaimInput) -> ReleaseReturnClaimResult:
+    claim = _return_claim(session, input.claim_key)
+    if claim is None:
+        # Nothing claimed (yet): a tombstone, so a claim attempt still in flight cannot
+        # take quantities after the saga rolled back.
+        session.add(
+            ReturnClaim(
+                claim_key=input.claim_key,
+                order_id=input.order_id,
+                return_id=input.return_id,
+                status=ClaimStatus.RELEASED,
+                updated_at=utcnow(),
+            )
+        )
+        return ReleaseReturnClaimResult(released=False)
+    if claim.status != ClaimStatus.CLAIMED:
+        # Released before, or restocked: a received return is past undoing.
+        return ReleaseReturnClaimResult(released=False)
+    claim.status = ClaimStatus.RELEASED
+    claim.updated_at = utcnow()
+    session.add(claim)
+    return ReleaseReturnClaimResult(released=True)
+
+
+def _restock(session: Session, input: RestockItemsInput) -> RestockItemsResult:
+    claim = _return_claim(session, input.claim_key)
+    if claim is None or claim.status != ClaimStatus.CLAIMED:
+        state = claim.status if claim else "missing"
+        raise ApplicationError(
+            f"claim {input.claim_key!r} is {state}; nothing to restock",
+            type=ReturnError.NOT_RETURNABLE,
+            non_retryable=True,
+        )
+    restocked = 0
+    for sku, quantity in _lines(claim.lines_json):
+        session.execute(
+            update(Product)
+            .where(col(Product.sku) == sku)
+            .values(stock=col(Product.stock) + quantity)
+        )
+        restocked += quantity
+    claim.status = ClaimStatus.RESTOCKED
+    claim.updated_at = utcnow()
+    session.add(claim)
+    return RestockItemsResult(restocked=restocked)
+
+
+def _return_claim(session: Session, key: str) -> ReturnClaim | None:
+    return session.exec(select(ReturnClaim).where(ReturnClaim.claim_key == key)).first()
+
+
+def _lines(lines_json: str) -> list[tuple[str, int]]:
+    return [(line["sku"], int(line["quantity"])) for line in json.loads(lines_json or "[]")]
 
 
 def _reservation(session: Session, key: str) -> Reservation | None:

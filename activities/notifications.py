@@ -1,6 +1,7 @@
 """Notifications service: order confirmations, in its own database.
 
-An optional step (DESIGN §3, graceful degradation): when this service is down or failing,
+An optional step (graceful degradation, ARCHITECTURE.md: The saga toolkit): when this
+service is down or failing,
 the saga records the step as skipped and completes anyway.
 """
 
@@ -11,9 +12,14 @@ import uuid
 from datetime import datetime
 
 from sqlmodel import Field, Session, SQLModel
-from temporalio import activity
 
-from activities.idempotency import IdempotencyRecord, current_attempt, run_once, utcnow
+from activities.idempotency import (
+    IdempotencyRecord,
+    current_attempt,
+    run_once,
+    service_activity,
+    utcnow,
+)
 from common.db import SessionFactory
 from workflows.models import SendConfirmationInput, SendConfirmationResult
 
@@ -36,7 +42,7 @@ class NotificationActivities:
     def __init__(self, open_session: SessionFactory) -> None:
         self._open_session = open_session
 
-    @activity.defn(name="send_confirmation")
+    @service_activity("send_confirmation")
     def send_confirmation(self, input: SendConfirmationInput) -> SendConfirmationResult:
         def send(session: Session) -> SendConfirmationResult:
             notification = Notification(

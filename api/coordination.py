@@ -16,7 +16,8 @@ from temporalio.client import Client, WorkflowFailureError, WorkflowUpdateFailed
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.errors import ApiError, Overloaded, TemporalUnavailable, UnprocessableRequest
-from api.sagas import bounded, refusal
+from api.temporal_calls import bounded, refusal
+from common import metrics
 from common.settings import Settings
 from workflows.coordination_models import CoordinationState, OperateRequest
 from workflows.coordinator import CoordinatorWorkflow
@@ -69,8 +70,13 @@ class CoordinationView:
         return self._refreshing
 
     async def _fetch(self) -> CoordinationState:
-        state = await self._query()
+        try:
+            state = await self._query()
+        except Exception:
+            metrics.COORDINATION.unreachable()
+            raise
         self._state, self._fetched = state, time.monotonic()
+        metrics.COORDINATION.observe(state)  # the gauges follow every read
         return state
 
     async def _query(self) -> CoordinationState:
@@ -105,6 +111,7 @@ class CoordinationView:
                 raise CoordinatorNotRunning() from err
             raise
         self._state, self._fetched = state, time.monotonic()
+        metrics.COORDINATION.observe(state)
         return state
 
     async def check_intake(self) -> None:
@@ -120,8 +127,10 @@ class CoordinationView:
             return
         retry_after = settings.shed_retry_after_s
         if state.intake.paused:
+            metrics.LOAD_SHED.labels("intake_paused").inc()
             raise Overloaded(f"intake is paused ({state.intake.reason}); retry later", retry_after)
         if state.sagas.in_flight >= settings.max_in_flight_sagas:
+            metrics.LOAD_SHED.labels("too_many_in_flight").inc()
             raise Overloaded(
                 f"{state.sagas.in_flight} sagas in flight (limit "
                 f"{settings.max_in_flight_sagas}); retry later",
@@ -142,7 +151,7 @@ async def configure_fault(
                 FaultConfigWorkflow.run,
                 FaultChange(
                     change,
-                    task_queue=getattr(settings, f"{change.service}_task_queue"),
+                    task_queue=settings.task_queue(change.service),
                     timeout_s=timeout,
                 ),
                 id=f"fault-{change.service}-{uuid.uuid4().hex[:12]}",

@@ -1,4 +1,4 @@
-"""FastAPI dependencies, as `Annotated` aliases (DESIGN §6)."""
+"""FastAPI dependencies, as `Annotated` aliases (ARCHITECTURE.md, House style)."""
 
 from __future__ import annotations
 

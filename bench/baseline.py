@@ -10,16 +10,25 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from temporalio import activity, workflow
+from temporalio.common import SearchAttributeKey
 
-# The happy path runs these four activities in this order; the baseline mirrors the count
-# and the sequencing, nothing else (no database, no search attributes, no queries).
-STEPS = ("reserve_stock", "authorize_payment", "create_shipment", "capture_payment")
+# A keyword the tuned server registers (temporal-dev/start.sh); the levers register it too.
+BENCH_STATUS = SearchAttributeKey.for_keyword("OrderStatus")
 
 
 @dataclass(frozen=True)
 class BaselineInput:
     activity_task_queue: str
-    steps: tuple[str, ...] = STEPS
+    # One no-op activity per name, in sequence. The bench passes the activities a happy
+    # checkout of the current code ran (bench/run.py reads them from a warm-up order's
+    # history), so the count and the sequencing match it, nothing else: no database, no
+    # search attributes, no queries.
+    steps: tuple[str, ...]
+    # Only for `python -m bench.levers --commands`, which prices what a checkout adds:
+    # `workflow.patched` checks (each a marker and a TemporalChangeVersion upsert) and
+    # search-attribute upserts (each an event and a visibility write). 0 in `make bench`.
+    patches: int = 0
+    upserts: int = 0
 
 
 @dataclass(frozen=True)
@@ -48,6 +57,10 @@ def noop_step(input: NoopStepInput) -> NoopStepResult:
 class BaselineWorkflow:
     @workflow.run
     async def run(self, input: BaselineInput) -> BaselineResult:
+        for i in range(input.patches):
+            workflow.patched(f"bench-patch-{i}")
+        for i in range(input.upserts):
+            workflow.upsert_search_attributes([BENCH_STATUS.value_set(f"step-{i}")])
         for step in input.steps:
             await workflow.execute_activity(
                 noop_step,

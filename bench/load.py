@@ -17,7 +17,7 @@ from bench.baseline import BaselineInput, BaselineWorkflow
 from workflows.models import OrderState
 from workflows.order import OrderWorkflow
 
-# The happy path (DESIGN §5 fixtures): SKU-1 has 10,000 in stock and costs 1,800 cents,
+# The happy path (README, Test fixtures): SKU-1 has 10,000 in stock and costs 1,800 cents,
 # below the approval threshold, so no order waits for an operator.
 ORDER_SKU = "SKU-1"
 ORDER_BODY = {
@@ -125,16 +125,22 @@ def order_saga(
 
 
 def baseline_saga(
-    client: Client, workflow_queue: str, activity_queue: str
+    client: Client,
+    workflow_queue: str,
+    activity_queue: str,
+    steps: tuple[str, ...],
+    *,
+    patches: int = 0,
+    upserts: int = 0,
 ) -> Callable[[], Awaitable[None]]:
     async def one() -> None:
         result = await client.execute_workflow(
             BaselineWorkflow.run,
-            BaselineInput(activity_task_queue=activity_queue),
+            BaselineInput(activity_queue, steps, patches=patches, upserts=upserts),
             id=f"bench-baseline-{uuid.uuid4()}",
             task_queue=workflow_queue,
         )
-        if result.steps_run != len(BaselineInput(activity_queue).steps):
+        if result.steps_run != len(steps):
             raise SagaFailed(f"baseline ran {result.steps_run} steps")
 
     return one

@@ -1,11 +1,14 @@
 """`python -m bench.soak` (`make soak`): many orders through faults, then the invariants.
 
 Starts its own system on free ports and a throwaway directory: a dev server on a database
-file, one process per worker, the API. Drives `--orders` orders of every fixture through
-HTTP at `--concurrency` (each lane places an order, decides it if it waits for approval,
-follows it to its end, then takes the next), while faults fire at random points: `--kills`
-worker processes SIGKILLed and restarted, `--injections` spells of injected errors in a
-random service (`PUT /admin/faults/...`, then `DELETE`), and one restart of the dev server.
+file, `--processes` processes per worker role and as many API processes (on ports of their
+own; the lanes take turns between them), each service's database in a SQLite file or, with
+`--database postgresql`, in a throwaway PostgreSQL cluster. Drives `--orders` orders of
+every fixture through HTTP at `--concurrency` (each lane places an order, decides it if it
+waits for approval, follows it to its end, then takes the next), while faults fire at
+random points: `--kills` worker processes (any of them) SIGKILLed and restarted,
+`--injections` spells of injected errors in a random service (`PUT /admin/faults/...`,
+then `DELETE`), and one restart of the dev server.
 
 Then, with every process stopped so nothing can still write, it checks the invariants of
 `bench/invariants.py` in the services' own databases, plus that each order ended as its
@@ -25,6 +28,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from contextlib import AsyncExitStack, ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,10 +41,13 @@ from bench.invariants import INITIAL_STOCK, Check, check_all, read_databases, vi
 from bench.soak_driver import Driver, HttpStats, OrderResult
 from bench.soak_faults import Fault, FaultInjector, FaultLog, plan_faults
 from bench.soak_plan import PlannedOrder, plan_orders
-from tests.faults.support import dev_server
-from tests.support.stack import SERVICES, Stack, run_stack
+from tooling.databases import BACKENDS, database_env
+from tooling.dev_server import dev_server
+from tooling.postgres import postgres_cluster
+from tooling.stack import Stack, run_stack
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+RETURN_PARCEL_TIMEOUT_S = 60
 
 
 @dataclass
@@ -56,6 +63,9 @@ class SoakOptions:
     step_timeout_s: int = 10
     order_timeout_s: float = 900
     output_dir: Path = RESULTS_DIR
+    # Processes per worker role, and API processes: several at once must change nothing.
+    processes: int = 1
+    database: str = "sqlite"  # or "postgresql"
 
 
 def parse_args(argv: list[str] | None = None) -> SoakOptions:
@@ -78,6 +88,10 @@ def parse_args(argv: list[str] | None = None) -> SoakOptions:
     parser.add_argument("--step-timeout", type=positive_int, default=10, help="seconds per step")
     parser.add_argument("--order-timeout", type=float, default=900.0, help="seconds per order")
     parser.add_argument("--output-dir", type=Path, default=RESULTS_DIR)
+    parser.add_argument(
+        "--processes", type=positive_int, default=1, help="processes per worker and of the API"
+    )
+    parser.add_argument("--database", choices=BACKENDS, default="sqlite")
     args = parser.parse_args(argv)
     return SoakOptions(
         orders=args.orders,
@@ -89,6 +103,8 @@ def parse_args(argv: list[str] | None = None) -> SoakOptions:
         step_timeout_s=args.step_timeout,
         order_timeout_s=args.order_timeout,
         output_dir=args.output_dir,
+        processes=args.processes,
+        database=args.database,
     )
 
 
@@ -102,22 +118,41 @@ async def run_soak(options: SoakOptions) -> dict[str, Any]:
     )
     started_at = datetime.now(UTC)
     clock = time.monotonic()
-    log(f"seed {seed}: {options.orders} orders, {len(faults)} faults, run {run_id}")
+    log(
+        f"seed {seed}: {options.orders} orders, {len(faults)} faults, run {run_id}, "
+        f"{options.processes} process(es) each, {options.database}"
+    )
 
     stats, fault_log = HttpStats(), FaultLog()
     extra_env = {
         "SAGAWORKS_STEP_TIMEOUT_S": str(options.step_timeout_s),
         "SAGAWORKS_APPROVAL_TIMEOUT_S": str(int(options.order_timeout_s) * 2),
+        # Returns left without a parcel expire within the run; the others are received or
+        # cancelled long before (a server restart takes seconds, not a minute).
+        "SAGAWORKS_RETURN_PARCEL_TIMEOUT_S": str(RETURN_PARCEL_TIMEOUT_S),
     }
-    with tempfile.TemporaryDirectory(prefix="sagaworks-soak-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="sagaworks-soak-") as tmp, ExitStack() as cluster:
         root = Path(tmp)
         data_dir = root / "data"
         data_dir.mkdir()
+        postgres = (
+            cluster.enter_context(postgres_cluster()) if options.database != "sqlite" else None
+        )
+        extra_env |= database_env(options.database, postgres)
+        processes = options.processes
         with (
             dev_server(root, log_dir=data_dir) as server,
-            run_stack(server.address, data_dir, extra_env=extra_env) as stack,
+            run_stack(
+                server.address,
+                data_dir,
+                extra_env=extra_env,
+                processes=processes,
+                api_processes=processes,
+            ) as stack,
         ):
-            injector = FaultInjector(server, stack, SERVICES, rng, fault_log)
+            # Any worker process may be killed, the second of a role as well as the first.
+            workers = tuple(name for name in stack.processes if not name.startswith("api"))
+            injector = FaultInjector(server, stack, workers, rng, fault_log)
             try:
                 results = await _drive(options, plan, stack, injector, faults, stats)
             except BaseException:
@@ -129,8 +164,14 @@ async def run_soak(options: SoakOptions) -> dict[str, Any]:
                 print(stack.logs(), file=sys.stderr)
         # Every process has stopped: nothing can still write what the checks read.
         statuses = {r.order_id: r.status or "UNKNOWN" for r in results if r.order_id}
-        checks = check_all(read_databases(data_dir), statuses, INITIAL_STOCK)
-    checks += [outcomes_as_planned(results), _processes_check(survivors, fault_log)]
+        returns = _return_statuses(results)
+        databases = read_databases(stack.database_urls())
+        checks = check_all(databases, statuses, INITIAL_STOCK, returns)
+    checks += [
+        outcomes_as_planned(results),
+        returns_as_planned(results),
+        _processes_check(survivors, fault_log),
+    ]
 
     result = {
         "params": {
@@ -141,11 +182,15 @@ async def run_soak(options: SoakOptions) -> dict[str, Any]:
             "server_restart": options.server_restart,
             "seed": seed,
             "step_timeout_s": options.step_timeout_s,
+            "processes": options.processes,
+            "api_processes": options.processes,
+            "database": options.database,
         },
         "started_at": started_at.isoformat(),
         "finished_at": datetime.now(UTC).isoformat(),
         "duration_s": round(time.monotonic() - clock, 1),
         "orders": _order_counts(results),
+        "returns": _return_counts(results),
         "faults": fault_log.to_json(),
         "http": stats.to_json(),
         "invariants": {check.name: check.to_json() for check in checks},
@@ -167,8 +212,21 @@ async def _drive(
 ) -> list[OrderResult]:
     assert stack.api_url is not None
     limits = httpx.Limits(max_connections=options.concurrency + 10)
-    async with httpx.AsyncClient(base_url=stack.api_url, timeout=30, limits=limits) as http:
-        driver = Driver(http, stats, options.order_timeout_s)
+    async with AsyncExitStack() as clients:
+        # One client per API process; lane i drives through API i mod M, as a load
+        # balancer would spread the callers, so every process serves orders all along.
+        drivers = [
+            Driver(
+                await clients.enter_async_context(
+                    httpx.AsyncClient(
+                        base_url=url, timeout=30, limits=limits, headers=stack.auth_headers()
+                    )
+                ),
+                stats,
+                options.order_timeout_s,
+            )
+            for url in stack.api_urls
+        ]
         placed = 0
         finished = asyncio.Event()
 
@@ -181,13 +239,14 @@ async def _drive(
         tickets = iter(plan)
         results: list[OrderResult] = []
 
-        async def lane() -> None:
+        async def lane(driver: Driver) -> None:
             for planned in tickets:  # lanes share the iterator: each takes the next free order
                 results.append(await driver.drive(planned, count_placed))
 
         faulting = asyncio.create_task(injector.run(faults, lambda: placed, finished))
         try:
-            await asyncio.gather(*(lane() for _ in range(min(options.concurrency, len(plan)))))
+            lanes = min(options.concurrency, len(plan))
+            await asyncio.gather(*(lane(drivers[n % len(drivers)]) for n in range(lanes)))
         finally:
             finished.set()
             await faulting
@@ -211,6 +270,40 @@ def outcomes_as_planned(results: list[OrderResult]) -> Check:
                 f"{got}, expected {want}{'; ' + result.problem if result.problem else ''}"
             )
     return check
+
+
+def _return_statuses(results: list[OrderResult]) -> dict[str, str]:
+    """Every return the run made: planned ones as last seen, refused over-claims FAILED."""
+    statuses = {r.return_id: r.return_status or "UNKNOWN" for r in results if r.return_id}
+    for result in results:
+        statuses |= dict.fromkeys(result.refused_returns, "FAILED")
+    return statuses
+
+
+def returns_as_planned(results: list[OrderResult]) -> Check:
+    planned = [r for r in results if r.planned.ret is not None and r.status == "COMPLETED"]
+    check = Check("every return ends as its fixture says", checked=len(planned))
+    for result in planned:
+        assert result.planned.ret is not None
+        fixture = result.planned.ret.fixture
+        if result.problem or result.return_status != fixture.status:
+            check.fail(
+                f"{result.return_id or result.order_id} ({fixture.name}): "
+                f"{result.return_status}, expected {fixture.status}"
+                f"{'; ' + result.problem if result.problem else ''}"
+            )
+        if len(result.refused_returns) != 1:
+            check.fail(f"{result.order_id}: over-claim refused as {result.refused_returns}")
+    return check
+
+
+def _return_counts(results: list[OrderResult]) -> dict[str, Any]:
+    made = [r for r in results if r.return_id]
+    return {
+        "total": len(made),
+        "by_status": dict(sorted(Counter(r.return_status or "UNKNOWN" for r in made).items())),
+        "over_claims_refused": sum(len(r.refused_returns) for r in results),
+    }
 
 
 def _processes_check(survivors: dict[str, int | None], fault_log: FaultLog) -> Check:
@@ -247,6 +340,9 @@ def render(result: dict[str, Any]) -> str:
         "orders by status:    " + _pairs(orders["by_status"]),
         "orders by outcome:   " + _pairs(orders["by_outcome"]),
         "orders by fixture:   " + _pairs(orders["by_fixture"]),
+        f"returns: {result['returns']['total']}, by status "
+        + _pairs(result["returns"]["by_status"])
+        + f"; over-claims refused {result['returns']['over_claims_refused']}",
         "faults by kind:      " + _pairs(faults["by_kind"]),
         "workers killed:      " + _pairs(faults["worker_kills_by_target"]),
         f"http: {http['retries']} retries, {http['replayed_posts']} POSTs answered by the "

@@ -9,6 +9,7 @@ the API promises 503 for "try again", so every 500 in the report is a finding.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -17,13 +18,15 @@ from typing import Any
 
 import httpx
 
-from bench.invariants import TERMINAL
-from bench.soak_plan import PlannedOrder
+from bench.soak_plan import PlannedOrder, PlannedReturn
+from tooling.invariants import RETURN_TERMINAL, TERMINAL
 
 TRANSIENT = frozenset({500, 502, 503, 504})
 FIRST_DELAY_S = 0.2
 MAX_DELAY_S = 2.0
 POLL_S = 1.0
+# A refused return's 409 names it: it exists (FAILED), and the invariants count its rows.
+RETURN_ID = re.compile(r"return-[0-9a-f]{32}")
 
 
 class OrderStuck(Exception):
@@ -54,6 +57,10 @@ class OrderResult:
     status: str | None = None  # the last status seen, terminal unless the order got stuck
     failure_reason: str | None = None
     problem: str | None = None  # what the driver could not do (a decision refused, a timeout)
+    return_id: str | None = None
+    return_status: str | None = None
+    # Returns the claim ledger refused (the over-claim each planned return tries).
+    refused_returns: list[str] = field(default_factory=list)
 
 
 class Driver:
@@ -74,9 +81,58 @@ class Driver:
             if planned.fixture.decision is not None:
                 await self._decide(result, planned.fixture.decision, deadline)
             await self._until(result, lambda s: s["status"] in TERMINAL, deadline)
+            if planned.ret is not None and result.status == "COMPLETED":
+                await self._return(result, planned.ret, deadline)
         except OrderStuck as stuck:
             result.problem = str(stuck)
         return result
+
+    async def _return(self, result: OrderResult, planned: PlannedReturn, deadline: float) -> None:
+        """Return some items, try to return more than were bought, then play the fixture."""
+        path = f"/orders/{result.order_id}/returns"
+        headers = {"Idempotency-Key": planned.idempotency_key}
+        answer, _ = await self._answered("POST", path, deadline, json=planned.body, headers=headers)
+        if answer.status_code != 202:
+            raise OrderStuck(f"POST {path} answered {answer.status_code}: {answer.text}")
+        result.return_id = answer.json()["return_id"]
+        over, _ = await self._answered(
+            "POST",
+            path,
+            deadline,
+            json=planned.over_claim,
+            headers={"Idempotency-Key": planned.over_claim_key},
+        )
+        if over.status_code != 409:
+            raise OrderStuck(f"an over-claim answered {over.status_code}: {over.text}")
+        result.refused_returns += RETURN_ID.findall(over.json()["detail"])
+        action = planned.fixture.action
+        if action is not None:
+            await self._until_return(
+                result, lambda s: s["current_step"] == "await_parcel", deadline
+            )
+            answer, _ = await self._answered(
+                "POST", f"/returns/{result.return_id}/{action}", deadline
+            )
+            if answer.status_code not in (200, 202):
+                raise OrderStuck(f"return {action} answered {answer.status_code}: {answer.text}")
+        await self._until_return(result, lambda s: s["status"] in RETURN_TERMINAL, deadline)
+
+    async def _until_return(
+        self, result: OrderResult, done: Callable[[dict[str, Any]], bool], deadline: float
+    ) -> dict[str, Any]:
+        path = f"/returns/{result.return_id}"
+        while True:
+            answer = await self._call("GET", path)
+            if answer is not None:
+                if answer.status_code != 200:
+                    raise OrderStuck(f"GET {path} answered {answer.status_code}: {answer.text}")
+                status: dict[str, Any] = answer.json()
+                result.return_status = status["status"]
+                if done(status) or status["status"] in RETURN_TERMINAL:
+                    return status
+            if time.monotonic() > deadline:
+                raise OrderStuck(f"return still {result.return_status} after {self._timeout_s:g}s")
+            await asyncio.sleep(POLL_S)
 
     async def _place(self, planned: PlannedOrder, deadline: float) -> str:
         headers = {"Idempotency-Key": planned.idempotency_key}

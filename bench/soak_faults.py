@@ -20,8 +20,9 @@ from typing import Any
 
 import httpx
 
-from tests.faults.support import DevServer
-from tests.support.stack import Stack
+from common.services import BUSINESS_NAMES
+from tooling.dev_server import DevServer
+from tooling.stack import Stack
 
 WORKER_KILL = "worker_kill"
 SERVER_RESTART = "server_restart"
@@ -31,7 +32,7 @@ SERVER_DOWN_S = 3.0
 INJECTED_FOR_S = (2.0, 8.0)
 INJECTED_RATIOS = (0.3, 0.6, 1.0)
 # The services whose calls can be failed (the orders worker runs no activities).
-INJECTABLE = ("inventory", "payments", "shipping", "notifications")
+INJECTABLE = BUSINESS_NAMES  # every business service (common/services.py)
 
 
 @dataclass(frozen=True)
@@ -121,7 +122,9 @@ class FaultInjector:
         ratio = self._rng.choice(INJECTED_RATIOS)
         at = time.monotonic() - self._started
         path = f"/admin/faults/{service}"
-        async with httpx.AsyncClient(base_url=self._stack.api_url or "", timeout=30) as http:
+        async with httpx.AsyncClient(
+            base_url=self._stack.api_url or "", timeout=30, headers=self._stack.auth_headers()
+        ) as http:
             # A 503 means the service's worker is away (a kill): ask again until it applies.
             await _until(lambda: http.put(path, json={"error_ratio": ratio}), 200)
             down_s = self._rng.uniform(*INJECTED_FOR_S)

@@ -6,7 +6,13 @@ Every business activity of a service passes through `ServiceGuard`:
    saga's durable retry waits instead of hammering the service. While half-open, one call
    at a time per process goes through as the probe.
 2. An injected fault (chaos drill) adds latency and fails a share of the calls.
-3. The outcome and latency go into the process's `ReportBuffer` for the coordinator.
+3. The outcome and latency go into the process's `ReportBuffer` for the coordinator. Only
+   infrastructure failures count as errors: a business refusal, and a poison pill (a value
+   the database refuses, `InvalidInput`), are healthy answers that no circuit should see.
+4. While the call runs it heartbeats, when the step has a heartbeat timeout: from this
+   event loop, so it goes on while the activity's thread waits on the database, and stops
+   the moment the process dies, which lets Temporal retry the step within seconds rather
+   than after the whole start-to-close timeout.
 """
 
 from __future__ import annotations
@@ -24,15 +30,18 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import (
     ActivityInboundInterceptor,
+    ActivityOutboundInterceptor,
     ExecuteActivityInput,
     Interceptor,
 )
 
 from activities.faults import FaultStore
+from common import metrics
+from common.db import is_poison
 from workers.reporting import ReportBuffer
 from workflows.coordination_models import CircuitPhase, CircuitView
 from workflows.coordinator import CIRCUITS_MEMO
-from workflows.models import FaultState
+from workflows.models import BusinessError, FaultState
 
 log = logging.getLogger("sagaworks.guard")
 
@@ -43,6 +52,11 @@ INJECTED_FAULT = "InjectedFault"
 # A circuit view older than this is ignored: a lost coordinator must not block a service.
 STALE_AFTER = timedelta(seconds=30)
 MIN_DELAY = timedelta(seconds=1)
+# Failures that are the input's fault, even when raised retryable by some older code path.
+NOT_INFRASTRUCTURE = frozenset({BusinessError.INVALID_INPUT})
+# Heartbeats per heartbeat timeout: a late one or two must not time the step out. The SDK
+# throttles what it sends to the server anyway.
+BEATS_PER_TIMEOUT = 3
 
 
 class CircuitCache:
@@ -151,6 +165,7 @@ class ServiceGuard(Interceptor):
         else:  # half-open, and this period's probe is out: its outcome decides
             delay = MIN_DELAY
         self.buffer.call_rejected(self.service)
+        metrics.CALLS_REJECTED.labels(self.service).inc()
         raise ApplicationError(
             f"{self.service} circuit is {circuit.state.value}: {circuit.reason}",
             type=CIRCUIT_OPEN,
@@ -162,26 +177,56 @@ class _GuardedActivity(ActivityInboundInterceptor):
     def __init__(self, next: ActivityInboundInterceptor, guard: ServiceGuard) -> None:
         super().__init__(next)
         self._guard = guard
+        self._outbound: ActivityOutboundInterceptor | None = None
+
+    def init(self, outbound: ActivityOutboundInterceptor) -> None:
+        # The outbound heartbeat is the one to call from the event loop: for a sync
+        # activity the SDK rebinds `activity.heartbeat` for the activity's own thread.
+        self._outbound = outbound
+        super().init(outbound)
 
     async def execute_activity(self, input: ExecuteActivityInput) -> Any:
         guard = self._guard
-        activity_type = activity.info().activity_type
+        info = activity.info()
+        activity_type = info.activity_type
         if activity_type in UNGUARDED_ACTIVITIES:
             return await self.next.execute_activity(input)
         guard.admit()
         guard.buffer.call_started(guard.service)
         started = time.monotonic()
         error: str | None = None
+        beating = self._keep_alive(info.heartbeat_timeout)
+        outcome = "ok"  # for the latency histograms (common/metrics.py)
         try:
             await guard.faults.apply(activity_type)
             return await self.next.execute_activity(input)
         except ApplicationError as err:
             # A business refusal is a healthy answer; only retryable failures count.
-            error = None if err.non_retryable else f"{err.type}: {err}"
+            healthy = err.non_retryable or err.type in NOT_INFRASTRUCTURE
+            error = None if healthy else f"{err.type}: {err}"
+            outcome = "business_error" if err.non_retryable else "error"
             raise
         except Exception as err:
-            error = f"{type(err).__name__}: {err}"
+            error = None if is_poison(err) else f"{type(err).__name__}: {err}"
+            outcome = "error"
+            raise
+        except BaseException:  # cancelled (heartbeat timeout, worker shutdown)
+            outcome = "cancelled"
             raise
         finally:
+            if beating is not None:
+                beating.cancel()
             elapsed_ms = (time.monotonic() - started) * 1000
             guard.buffer.call_finished(guard.service, elapsed_ms, error)
+            metrics.observe_call(guard.service, activity_type, outcome, elapsed_ms / 1000)
+
+    def _keep_alive(self, timeout: timedelta | None) -> asyncio.Task[None] | None:
+        if timeout is None or self._outbound is None:
+            return None
+        return asyncio.create_task(_heartbeat(self._outbound, timeout / BEATS_PER_TIMEOUT))
+
+
+async def _heartbeat(outbound: ActivityOutboundInterceptor, every: timedelta) -> None:
+    while True:
+        outbound.heartbeat()
+        await asyncio.sleep(every.total_seconds())

@@ -7,6 +7,7 @@ from typing import Any
 
 from temporalio.client import Client
 
+from activities.idempotency import activities_of
 from activities.inventory import TABLES, InventoryActivities, seed_catalogue
 from common.db import SessionFactory
 from common.settings import Settings
@@ -16,8 +17,8 @@ from workers.service import build_service_worker
 
 def build(client: Client, settings: Settings) -> Runtime:
     def activities(open_session: SessionFactory) -> list[Callable[..., Any]]:
-        service = InventoryActivities(open_session)
-        return [service.reserve_stock, service.release_stock]
+        # Every activity the class defines (activities/idempotency.py, activities_of).
+        return activities_of(InventoryActivities(open_session))
 
     return build_service_worker(
         client,

@@ -7,6 +7,7 @@ from typing import Any
 
 from temporalio.client import Client
 
+from activities.idempotency import activities_of
 from activities.notifications import TABLES, NotificationActivities
 from common.db import SessionFactory
 from common.settings import Settings
@@ -16,7 +17,8 @@ from workers.service import build_service_worker
 
 def build(client: Client, settings: Settings) -> Runtime:
     def activities(open_session: SessionFactory) -> list[Callable[..., Any]]:
-        return [NotificationActivities(open_session).send_confirmation]
+        # Every activity the class defines (activities/idempotency.py, activities_of).
+        return activities_of(NotificationActivities(open_session))
 
     return build_service_worker(
         client, settings, service="notifications", tables=TABLES, activities=activities

@@ -7,6 +7,7 @@ from typing import Any
 
 from temporalio.client import Client
 
+from activities.idempotency import activities_of
 from activities.payments import TABLES, PaymentActivities
 from common.db import SessionFactory
 from common.settings import Settings
@@ -16,13 +17,8 @@ from workers.service import build_service_worker
 
 def build(client: Client, settings: Settings) -> Runtime:
     def activities(open_session: SessionFactory) -> list[Callable[..., Any]]:
-        service = PaymentActivities(open_session)
-        return [
-            service.authorize_payment,
-            service.capture_payment,
-            service.void_payment,
-            service.refund_payment,
-        ]
+        # Every activity the class defines (activities/idempotency.py, activities_of).
+        return activities_of(PaymentActivities(open_session))
 
     return build_service_worker(
         client, settings, service="payments", tables=TABLES, activities=activities

@@ -11,6 +11,7 @@ import bisect
 import threading
 from collections import defaultdict
 
+from common.metrics import SAGA_FINISHES
 from workflows.coordination_models import (
     LATENCY_BOUNDS_MS,
     SagaSnapshot,
@@ -54,6 +55,7 @@ class ReportBuffer:
     def saga_changed(self, snapshot: SagaSnapshot) -> None:
         with self._lock:
             self._sagas[snapshot.order_id] = snapshot
+        SAGA_FINISHES.observe(snapshot)  # the orders worker's Prometheus counter
 
     # --- draining (the agent) ------------------------------------------------------------
 

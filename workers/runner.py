@@ -14,7 +14,10 @@ from dataclasses import dataclass, field
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from common import tracing
+from common.logging import configure_logging
 from common.settings import Settings, get_settings
+from common.telemetry import start_worker_telemetry
 from common.temporal import connect_with_retry
 from workers.agent import CoordinationAgent
 
@@ -38,7 +41,9 @@ async def serve(name: str, build: WorkerFactory, settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    client = await connect_with_retry(settings)
+    tracing.configure(name, settings)  # before connecting: the client takes its interceptor
+    # Its own runtime: the SDK's metrics and, with JSON logs, the core's lines as JSON too.
+    client = await connect_with_retry(settings, runtime=start_worker_telemetry(name, settings))
     built = build(client, settings)
     runtime = built if isinstance(built, Runtime) else Runtime(built)
     workers = [runtime.worker, *runtime.more_workers]
@@ -66,16 +71,15 @@ async def _run_all(workers: list[Worker]) -> None:
 
 
 def main(name: str, build: WorkerFactory) -> None:
-    logging.basicConfig(
-        level=os.environ.get("SAGAWORKS_LOG_LEVEL", "INFO"),
-        format=f"%(asctime)s {name} %(levelname)s %(message)s",
-    )
     code = 0
     try:
-        asyncio.run(serve(name, build, get_settings()))
+        settings = get_settings()
+        configure_logging(name, settings)  # SAGAWORKS_LOG_FORMAT=json: one JSON per line
+        asyncio.run(serve(name, build, settings))
     except Exception as err:  # a clear line, not a traceback, for a newcomer's terminal
         log.error("%s worker failed: %s", name, err)
         code = 1
+    tracing.shutdown()  # os._exit below skips atexit: export the last spans now
     sys.stdout.flush()
     sys.stderr.flush()
     # Avoid the interpreter-exit abort in the Temporal core (sdk-python#300).

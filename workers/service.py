@@ -11,10 +11,12 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.faults import FaultStore, InjectedFault
-from common.db import SessionFactory, create_tables, make_engine, session_factory
+from common import migrate
+from common.db import SessionFactory, make_engine, session_factory
 from common.settings import Settings
 from workers.agent import CoordinationAgent
 from workers.guard import CircuitCache, FaultCache, ServiceGuard
+from workers.identity import report_key
 from workers.reporting import ReportBuffer
 from workers.runner import Runtime
 
@@ -29,7 +31,10 @@ def build_service_worker(
     on_start: Callable[[SessionFactory], object] | None = None,
 ) -> Runtime:
     engine = make_engine(settings.database_url(service))
-    create_tables(engine, [*tables, InjectedFault])
+    # The service's migration history (migrations/<service>/), under a lock: two processes
+    # of one service may start at once.
+    migrate.upgrade(service, engine)
+    migrate.require_tables(engine, [t.__tablename__ for t in [*tables, InjectedFault]])
     open_session = session_factory(engine)
     if on_start is not None:
         on_start(open_session)
@@ -38,7 +43,7 @@ def build_service_worker(
     faults.fault = fault_store.read()  # a fault set before a restart applies from the start
     coordinated = settings.coordination_enabled
     # The guard always measures (cheap); only a coordinated process sends what it measured.
-    buffer = ReportBuffer(f"{service} {client.identity}")
+    buffer = ReportBuffer(report_key(service, client))
     circuits = CircuitCache() if coordinated and settings.circuit_breaker_enabled else None
     guard = ServiceGuard(service, buffer, faults, circuits, open_s=settings.circuit_open_s)
     worker = Worker(

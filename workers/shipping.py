@@ -7,6 +7,7 @@ from typing import Any
 
 from temporalio.client import Client
 
+from activities.idempotency import activities_of
 from activities.shipping import TABLES, ShippingActivities
 from common.db import SessionFactory
 from common.settings import Settings
@@ -16,8 +17,8 @@ from workers.service import build_service_worker
 
 def build(client: Client, settings: Settings) -> Runtime:
     def activities(open_session: SessionFactory) -> list[Callable[..., Any]]:
-        service = ShippingActivities(open_session)
-        return [service.create_shipment, service.cancel_shipment]
+        # Every activity the class defines (activities/idempotency.py, activities_of).
+        return activities_of(ShippingActivities(open_session))
 
     return build_service_worker(
         client, settings, service="shipping", tables=TABLES, activities=activities

@@ -4,8 +4,8 @@ Every method takes `now` from the caller (the workflow passes `workflow.now()`),
 same code is unit-testable and replay-safe.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: the Book is decoded at every continue-as-new
+# and replay, and string annotations make Temporal's converter compile each one again.
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -20,10 +20,13 @@ from workflows.coordination_models import (
     Intake,
     OperateRequest,
     OperatorAction,
+    ReconcileResult,
+    Reconciliation,
     SagaCounts,
     SagaSnapshot,
     ServiceSample,
     ServiceView,
+    ShardDelta,
     StuckCompensation,
     TerminalRecord,
     Throughput,
@@ -32,6 +35,9 @@ from workflows.coordination_models import (
 )
 
 AGEING_TICK = timedelta(seconds=5)
+# Sagas checked against visibility per reconciliation, least recently checked first: the
+# activity's input stays small however many sagas wait for approval.
+MAX_CANDIDATES = 500
 
 
 @dataclass
@@ -57,7 +63,13 @@ class ServiceBook:
 class SagaEntry:
     status: str
     step: str | None
-    updated_at: datetime
+    updated_at: datetime  # when the coordinator applied its latest snapshot
+    # The snapshot's own time (the saga's workflow time): an older one arriving later, from
+    # another worker's report or another shard, must not undo a newer one.
+    at: datetime | None = None
+    # When visibility last confirmed it running (drift reconciliation).
+    checked_at: datetime | None = None
+    saga_type: str = "OrderWorkflow"
 
 
 @dataclass
@@ -79,6 +91,7 @@ class Book:
     intake: Intake = field(default_factory=lambda: Intake(paused=False, reason=None, since=None))
     reports: int = 0
     revision: int = 0
+    reconciliation: Reconciliation = field(default_factory=Reconciliation)
 
     # --- input ---------------------------------------------------------------------------
 
@@ -89,24 +102,54 @@ class Book:
             report.worker, now, (seen.reports if seen else 0) + 1
         )
         for sample in report.services:
-            self._apply_sample(sample, report.worker, now)
-        finished = FinishedBucket(at=now)
-        for snapshot in report.sagas:
-            self._apply_saga(snapshot, now, finished, config)
-        if finished.started or finished.by_status:
-            self.finished_window.append(finished)
+            book = self.services.setdefault(sample.service, ServiceBook())
+            book.in_flight[report.worker] = sample.in_flight
+            self._apply_sample(sample, now)
+        self._apply_sagas(report.sagas, now, config)
         self.tick(now, config)
         self.revision += 1
 
-    def _apply_sample(self, sample: ServiceSample, worker: str, now: datetime) -> None:
+    def apply_delta(self, delta: ShardDelta, now: datetime, config: CoordinatorConfig) -> None:
+        """A shard's merged reports: as if each had arrived here, counted once per report."""
+        for seen in delta.workers:
+            before = self.workers.get(seen.worker)
+            self.reports += seen.reports
+            self.workers[seen.worker] = WorkerSeen(
+                seen.worker,
+                seen.last_report_at,
+                (before.reports if before else 0) + seen.reports,
+                shard=delta.shard,
+            )
+            for service, count in seen.in_flight.items():
+                self.services.setdefault(service, ServiceBook()).in_flight[seen.worker] = count
+        for sample in delta.services:
+            self._apply_sample(sample, now)
+        self._apply_sagas(delta.sagas, now, config)
+        self.tick(now, config)
+        self.revision += 1
+
+    def _apply_sample(self, sample: ServiceSample, now: datetime) -> None:
         book = self.services.setdefault(sample.service, ServiceBook())
-        book.in_flight[worker] = sample.in_flight
         if sample.last_error:
             book.last_error = sample.last_error
         if sample.calls or sample.rejected:
             book.window.append(
                 Bucket(now, sample.calls, sample.errors, sample.rejected, sample.latency_buckets)
             )
+
+    def _apply_sagas(
+        self, snapshots: list[SagaSnapshot], now: datetime, config: CoordinatorConfig
+    ) -> None:
+        if not snapshots:
+            return
+        finished = FinishedBucket(at=now)
+        ended = {t.order_id: t.finished_at for t in self.recent_terminals}
+        for snapshot in snapshots:
+            if snapshot.order_id in ended and snapshot.at <= ended[snapshot.order_id]:
+                continue  # news from before its end, overtaken by the end itself
+            self._apply_saga(snapshot, now, finished, config)
+        if finished.started or finished.by_status:
+            self.finished_window.append(finished)
 
     def _apply_saga(
         self,
@@ -115,22 +158,89 @@ class Book:
         finished: FinishedBucket,
         config: CoordinatorConfig,
     ) -> None:
-        known = self.sagas.pop(snapshot.order_id, None)
-        for key in [k for k in self.dead_letters if k.startswith(f"{snapshot.order_id}:")]:
-            del self.dead_letters[key]
+        known = self.sagas.get(snapshot.order_id)
+        if known is not None and known.at is not None and snapshot.at < known.at:
+            return  # older than what is known: reports from two workers crossed
+        self.sagas.pop(snapshot.order_id, None)
+        self._clear_dead_letters(snapshot.order_id)
         for stuck in snapshot.stuck:
             self.dead_letters[f"{snapshot.order_id}:{stuck.compensation}"] = stuck
         if known is None and not snapshot.terminal:
             finished.started += 1
         if not snapshot.terminal:
-            self.sagas[snapshot.order_id] = SagaEntry(snapshot.status, snapshot.step, now)
+            self.sagas[snapshot.order_id] = SagaEntry(
+                snapshot.status, snapshot.step, now, at=snapshot.at, saga_type=snapshot.saga_type
+            )
             return
-        finished.by_status[snapshot.status] = finished.by_status.get(snapshot.status, 0) + 1
-        self.finished_total[snapshot.status] = self.finished_total.get(snapshot.status, 0) + 1
-        self.recent_terminals.append(
-            TerminalRecord(snapshot.order_id, snapshot.status, snapshot.at, now)
-        )
+        self._finish(snapshot.order_id, snapshot.status, snapshot.at, now, finished, config)
+
+    def _finish(
+        self,
+        order_id: str,
+        status: str,
+        finished_at: datetime,
+        now: datetime,
+        bucket: FinishedBucket,
+        config: CoordinatorConfig,
+    ) -> None:
+        bucket.by_status[status] = bucket.by_status.get(status, 0) + 1
+        self.finished_total[status] = self.finished_total.get(status, 0) + 1
+        self.recent_terminals.append(TerminalRecord(order_id, status, finished_at, now))
         del self.recent_terminals[: -config.recent_terminals]
+
+    def _clear_dead_letters(self, order_id: str) -> None:
+        for key in [k for k in self.dead_letters if k.startswith(f"{order_id}:")]:
+            del self.dead_letters[key]
+
+    # --- drift: reconciliation against Temporal visibility -------------------------------
+
+    def reconcile_candidates(self, now: datetime, config: CoordinatorConfig) -> list[str]:
+        """Sagas counted in flight whose last news is a whole interval old: ended unheard?
+
+        A saga reported within the interval is left alone: it is alive, and visibility may
+        not list a saga that has only just started.
+        """
+        quiet_since = now - timedelta(seconds=config.reconcile_s)
+        quiet = [
+            (e.checked_at or datetime.min.replace(tzinfo=now.tzinfo), e.updated_at, order_id)
+            for order_id, e in self.sagas.items()
+            if e.updated_at <= quiet_since
+        ]
+        return [order_id for *_, order_id in sorted(quiet)[:MAX_CANDIDATES]]
+
+    def apply_reconciliation(
+        self,
+        candidates: list[str],
+        result: ReconcileResult,
+        asked_at: datetime,
+        now: datetime,
+        config: CoordinatorConfig,
+    ) -> None:
+        """Take out of the count the candidates Temporal ended; the others are confirmed."""
+        ended = {e.order_id: e for e in result.ended}
+        quiet_since = asked_at - timedelta(seconds=config.reconcile_s)
+        finished = FinishedBucket(at=now)
+        for order_id in candidates:
+            entry = self.sagas.get(order_id)
+            if entry is None or entry.updated_at > quiet_since:
+                continue  # news arrived while visibility was read: that news wins
+            if order_id not in ended:
+                entry.checked_at = asked_at
+                continue
+            end = ended[order_id]
+            del self.sagas[order_id]
+            self._clear_dead_letters(order_id)
+            self._finish(order_id, end.status, end.closed_at or now, now, finished, config)
+            self.reconciliation.corrected_total += 1
+        if finished.by_status:
+            self.finished_window.append(finished)
+        self.reconciliation.at = now
+        self.reconciliation.running = dict(result.running)
+        self.revision += 1
+
+    def reconciliation_failed(self, now: datetime) -> None:
+        self.reconciliation.failures += 1
+        self.revision += 1
 
     # --- time ----------------------------------------------------------------------------
 
@@ -274,6 +384,7 @@ class Book:
                 by_status=dict(statuses),
                 by_step=dict(steps),
                 finished_total=dict(self.finished_total),
+                by_type=dict(Counter(s.saga_type for s in self.sagas.values())),
             ),
             throughput=Throughput(
                 window_s=window_s,
@@ -289,6 +400,7 @@ class Book:
             dead_letters=list(self.dead_letters.values()),
             recent_terminals=list(self.recent_terminals),
             workers=list(self.workers.values()),
+            reconciliation=self.reconciliation,
         )
 
 

@@ -1,15 +1,18 @@
-"""Dataclasses of the Coordination State Layer (DESIGN §3): reports in, state out.
+"""Dataclasses of the Coordination State Layer (ARCHITECTURE.md): reports in, state out.
 
 Pure data, shared by the coordinator workflow, the worker-side reporters and the API.
 `CoordinationState` is the public, versioned view: bump `SCHEMA_VERSION` when a field
 changes meaning or disappears (adding a field is compatible).
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: Temporal's converter resolves each
+# dataclass's type hints on every decode, and string annotations cost it a compile each
+# (a report or a shard's delta decoded three times slower, a coordinator's replay too).
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+
+from workflows.saga import CompensationStatus
 
 SCHEMA_VERSION = 1
 
@@ -68,7 +71,8 @@ class StuckCompensation:
 
     order_id: str
     compensation: str
-    status: str  # stuck (still retrying) | failed (gave up; the order is FAILED)
+    # stuck (still retrying) | failed (gave up; the saga is FAILED, waiting for an operator)
+    status: CompensationStatus
     rounds: int
     attempts: int
     error: str | None
@@ -79,12 +83,16 @@ class StuckCompensation:
 class SagaSnapshot:
     """The latest state of one saga, as its workflow last published it."""
 
+    # The saga's workflow ID: an order's ID, a return's ID.
     order_id: str
+    # The saga's own status value (OrderState, ReturnState, ...).
     status: str
     step: str | None
     at: datetime
     terminal: bool = False
     stuck: list[StuckCompensation] = field(default_factory=list)
+    # Its workflow type (workflows/registry.py); older reports carried orders only.
+    saga_type: str = "OrderWorkflow"
 
 
 @dataclass
@@ -92,6 +100,82 @@ class WorkerReport:
     worker: str
     services: list[ServiceSample] = field(default_factory=list)
     sagas: list[SagaSnapshot] = field(default_factory=list)
+    # Sharded fan-in: the slot of its shard's schedule it was sent in (`ShardPace`).
+    phase_s: float | None = None
+
+
+# --- the sharded fan-in: what a shard forwards to the root, and how it paces its workers --
+
+
+@dataclass
+class WorkerDelta:
+    """One worker process as a shard saw it since the shard's previous forward."""
+
+    worker: str
+    reports: int
+    # When the shard received its latest report (the shard's workflow time).
+    last_report_at: datetime
+    # Its latest calls in flight, per service.
+    in_flight: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class ShardDelta:
+    """Every report a shard received since its previous forward, merged into one signal."""
+
+    shard: int
+    # Counts the shard's forwards across its runs, so the root can tell a gap or a repeat.
+    seq: int
+    workers: list[WorkerDelta] = field(default_factory=list)
+    # Summed over the shard's workers; their `in_flight` is carried per worker instead.
+    services: list[ServiceSample] = field(default_factory=list)
+    # The latest snapshot of each saga.
+    sagas: list[SagaSnapshot] = field(default_factory=list)
+
+
+@dataclass
+class ShardPace:
+    """When each of a shard's workers reports: published in the shard's memo.
+
+    Members report every `interval_s` seconds, each at its own phase of the interval
+    (seconds after a multiple of the interval, in epoch time), so their signals are
+    spread evenly instead of bunching in the same second.
+    """
+
+    interval_s: float
+    # Keyed by `member_key(worker)`, a short hash: the memo names no host or process.
+    phases: dict[str, float] = field(default_factory=dict)
+    # The free slots: a process the schedule does not list yet sends its first report in
+    # the one its hash picks (`choose_free`), which the shard then gives it.
+    free_phases: list[float] = field(default_factory=list)
+
+
+# --- drift reconciliation against Temporal visibility (activities/visibility.py) ----------
+
+
+@dataclass
+class ReconcileRequest:
+    saga_types: list[str]
+    # Sagas the coordinator counts in flight that have not changed for a whole interval.
+    candidates: list[str]
+    # The sagas' task queue: a namespace shared by several deployments counts only its own.
+    task_queue: str | None = None
+
+
+@dataclass
+class EndedSaga:
+    order_id: str
+    # The saga's last OrderStatus search attribute; else Temporal's status (TERMINATED...).
+    status: str
+    closed_at: datetime | None = None
+
+
+@dataclass
+class ReconcileResult:
+    # Running executions of each saga type, as visibility lists them.
+    running: dict[str, int]
+    # Candidates Temporal no longer runs: their end was never reported.
+    ended: list[EndedSaga] = field(default_factory=list)
 
 
 # --- operator actions ----------------------------------------------------------------------
@@ -121,8 +205,19 @@ class CoordinatorConfig:
     circuit: CircuitPolicy = field(default_factory=CircuitPolicy)
     stats_window_s: int = 60
     # Continue-as-new at Temporal's suggestion, or at this many events, whichever is first.
-    max_history_events: int = 10_000
+    # Low because a lost cache (a restart, a continue-as-new refused for a new signal) means
+    # replaying the whole run, about 1 ms of CPU per event, within the 10 s workflow task
+    # timeout: in the 10,000-order soak a 4,100-event replay took 14 s on 2 loaded cores,
+    # timed out, and each retry had more to replay (test_coordinator_run_length.py).
+    max_history_events: int = 1_000
     recent_terminals: int = 200
+    # Drift: every `reconcile_s` seconds the in-flight sagas are checked against Temporal
+    # visibility (running executions of each of `saga_types`); 0 turns it off.
+    reconcile_s: int = 30
+    saga_types: list[str] = field(default_factory=lambda: ["OrderWorkflow"])
+    saga_task_queue: str | None = None
+    # The shards feeding it (settings.coordinator_shards); 1: reports come straight here.
+    shards: int = 1
 
 
 # --- the public, versioned view ------------------------------------------------------------
@@ -161,6 +256,8 @@ class SagaCounts:
     by_status: dict[str, int]
     by_step: dict[str, int]
     finished_total: dict[str, int]
+    # Running sagas per workflow type (OrderWorkflow, ReturnWorkflow, ...).
+    by_type: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -192,6 +289,20 @@ class WorkerSeen:
     worker: str
     last_report_at: datetime
     reports: int
+    # The shard its reports come through; None when it reports to the root directly.
+    shard: int | None = None
+
+
+@dataclass
+class Reconciliation:
+    """The coordinator's last check of its in-flight sagas against Temporal visibility."""
+
+    at: datetime | None = None
+    # Running executions per saga type, as visibility listed them then.
+    running: dict[str, int] = field(default_factory=dict)
+    # Sagas taken out of the in-flight count because Temporal had ended them unreported.
+    corrected_total: int = 0
+    failures: int = 0
 
 
 @dataclass
@@ -210,3 +321,4 @@ class CoordinationState:
     dead_letters: list[StuckCompensation]
     recent_terminals: list[TerminalRecord]
     workers: list[WorkerSeen]
+    reconciliation: Reconciliation = field(default_factory=Reconciliation)

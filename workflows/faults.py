@@ -1,6 +1,7 @@
 """FaultConfigWorkflow: carry an operator's fault setting to the service that owns it.
 
-The API may not write a service's database (each service owns its own, DESIGN §2), so it
+The API may not write a service's database (each service owns its own: ARCHITECTURE.md,
+Processes and data flow), so it
 asks Temporal to run `configure_fault` on that service's task queue. The schedule-to-close
 timeout makes a request to a service that is down fail within the API's bound instead of
 being applied later, when nobody expects it any more.

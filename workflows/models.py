@@ -9,7 +9,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
-from workflows.saga import CompensationRecord
+# Their home is the saga toolkit; re-exported because the statuses below carry them.
+from workflows.saga import CompensationRecord as CompensationRecord
+from workflows.steps import StepRecord as StepRecord
 
 
 class OrderState(StrEnum):
@@ -32,6 +34,10 @@ class FailureReason(StrEnum):
     CANCELLED_BY_CUSTOMER = "CANCELLED_BY_CUSTOMER"
     APPROVAL_TIMEOUT = "APPROVAL_TIMEOUT"
     REJECTED_BY_OPERATOR = "REJECTED_BY_OPERATOR"
+    # A poison pill: a service refused a value of this order, which no retry can fix.
+    INVALID_INPUT = "INVALID_INPUT"
+    # A step kept failing until its retry ceiling (OrderInput.step_max_attempts).
+    STEP_EXHAUSTED = "STEP_EXHAUSTED"
 
 
 class BusinessError:
@@ -40,6 +46,8 @@ class BusinessError:
     OUT_OF_STOCK = "OutOfStock"
     PAYMENT_DECLINED = "PaymentDeclined"
     UNDELIVERABLE = "Undeliverable"
+    # The service's database (or its decoder) refused a value: retrying cannot help.
+    INVALID_INPUT = "InvalidInput"
 
 
 # --- order input -------------------------------------------------------------------------
@@ -82,19 +90,17 @@ class OrderInput:
     # The optional confirmation step gives up after this long; the order completes anyway.
     notification_timeout_s: int = 10
     task_queues: TaskQueues = field(default_factory=TaskQueues)
+    # Steps before the pivot give up after this many attempts and the saga rolls back.
+    step_max_attempts: int = 20
+    # A step whose worker stops heartbeating this long is retried elsewhere (0: off).
+    step_heartbeat_timeout_s: int = 5
+    # Chosen by the API per order and part of every step's idempotency key, so a later
+    # order reusing this workflow ID (after retention deleted this history) shares no key.
+    # Last, and optional, so inputs recorded before it existed still decode.
+    nonce: str | None = None
 
 
 # --- order status (the `status` query and the workflow result) ----------------------------
-
-
-@dataclass
-class StepRecord:
-    name: str
-    status: str = "running"  # running | succeeded | failed | cancelled | skipped (optional)
-    attempts: int = 0
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-    error: str | None = None
 
 
 @dataclass
@@ -111,6 +117,8 @@ class OrderStatus:
     compensations: list[CompensationRecord] = field(default_factory=list)
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    # A Temporal cancel request arrived once the shipment existed: recorded, not obeyed.
+    cancel_ignored: bool = False
 
 
 @dataclass(frozen=True)
@@ -128,6 +136,39 @@ class ApprovalDecision:
     approved: bool
     operator: str = "operator"
     note: str = ""
+
+
+# --- what the services' rows and answers say (their wire and column values) -------------
+
+
+class ReservationStatus(StrEnum):
+    RESERVED = "reserved"
+    RELEASED = "released"
+
+
+class PaymentStatus(StrEnum):
+    AUTHORIZED = "authorized"
+    CAPTURED = "captured"
+    VOIDED = "voided"
+    REFUNDED = "refunded"
+
+
+class ShipmentStatus(StrEnum):
+    CREATED = "created"
+    CANCELLED = "cancelled"
+
+
+class VoidOutcome(StrEnum):
+    VOIDED = "voided"
+    REFUNDED = "refunded"
+    NOTHING_TO_UNDO = "nothing_to_undo"
+    ALREADY_UNDONE = "already_undone"
+
+
+class RefundOutcome(StrEnum):
+    REFUNDED = "refunded"
+    NOTHING_TO_REFUND = "nothing_to_refund"
+    ALREADY_REFUNDED = "already_refunded"
 
 
 # --- inventory -----------------------------------------------------------------------------
@@ -173,7 +214,7 @@ class AuthorizePaymentInput:
 @dataclass(frozen=True)
 class AuthorizePaymentResult:
     payment_id: str
-    status: str
+    status: PaymentStatus
     attempt: int = 1
 
 
@@ -187,7 +228,7 @@ class CapturePaymentInput:
 @dataclass(frozen=True)
 class CapturePaymentResult:
     payment_id: str
-    status: str
+    status: PaymentStatus
     attempt: int = 1
 
 
@@ -202,7 +243,7 @@ class VoidPaymentInput:
 
 @dataclass(frozen=True)
 class VoidPaymentResult:
-    outcome: str  # voided | refunded | nothing_to_undo | already_undone
+    outcome: VoidOutcome
 
 
 @dataclass(frozen=True)
@@ -214,7 +255,7 @@ class RefundPaymentInput:
 
 @dataclass(frozen=True)
 class RefundPaymentResult:
-    outcome: str  # refunded | nothing_to_refund | already_refunded
+    outcome: RefundOutcome
 
 
 # --- shipping ------------------------------------------------------------------------------

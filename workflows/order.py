@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Any, TypeVar
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributeKey
-from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from workflows import lifecycle
-    from workflows.coordination_models import SagaSnapshot, StuckCompensation
+    from workflows.coordination_models import SagaSnapshot
     from workflows.models import (
         ApprovalDecision,
         AuthorizePaymentInput,
@@ -35,36 +31,59 @@ with workflow.unsafe.imports_passed_through():
         RetryCompensationsRequest,
         SendConfirmationInput,
         SendConfirmationResult,
-        StepRecord,
         VoidPaymentInput,
     )
     from workflows.saga import Saga
+    from workflows.search_attributes import CUSTOMER_ID, FAILURE_REASON, ORDER_STATUS
+    from workflows.steps import (
+        CUSTOMER_CANCELLED,
+        IGNORED_CANCEL_NOTE,
+        OPTIONAL_RETRY,
+        STEP_RETRY,
+        WORKFLOW_CANCELLED,
+        SafeError,
+        SagaAborted,
+        StepLimits,
+        Steps,
+        StepStatus,
+        dead_letters,
+        escape_markdown,
+        step_key,
+        undo_key,
+    )
 
-T = TypeVar("T")
-
-ORDER_STATUS = SearchAttributeKey.for_keyword("OrderStatus")
-CUSTOMER_ID = SearchAttributeKey.for_keyword("CustomerId")
-FAILURE_REASON = SearchAttributeKey.for_keyword("FailureReason")
-
-# Infrastructure failures retry without limit (DESIGN §4 rule 5); business failures are
-# raised non-retryable by the services themselves.
-STEP_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=30),
-)
-
-# An optional step tries a little, then gives up within its schedule-to-close timeout.
-OPTIONAL_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    maximum_interval=timedelta(seconds=5),
-    maximum_attempts=3,
-)
+# Importable from here as before the toolkit existed (api, tests, bench import them).
+__all__ = [
+    "CUSTOMER_ID",
+    "FAILURE_REASON",
+    "IGNORED_CANCEL_NOTE",
+    "ORDER_STATUS",
+    "OrderWorkflow",
+    "SagaAborted",
+    "details_markdown",
+    "escape_markdown",
+]
 
 BUSINESS_FAILURES = {
     BusinessError.OUT_OF_STOCK: FailureReason.OUT_OF_STOCK,
     BusinessError.PAYMENT_DECLINED: FailureReason.PAYMENT_DECLINED,
     BusinessError.UNDELIVERABLE: FailureReason.UNDELIVERABLE,
+    BusinessError.INVALID_INPUT: FailureReason.INVALID_INPUT,
+}
+
+# What the order status says about a failure, by its code (the ApplicationError type):
+# messages written here, never the exception's own text, which can carry SQL parameters,
+# card tokens or addresses. Unknown codes get a generic message (workflows/failures.py).
+SAFE_MESSAGES = {
+    BusinessError.OUT_OF_STOCK: "not enough stock for this order",
+    BusinessError.PAYMENT_DECLINED: "the card was declined",
+    BusinessError.UNDELIVERABLE: "no carrier delivers to this address",
+    BusinessError.INVALID_INPUT: "the service refused a value of this order",
+    "GatewayUnavailable": "the payment gateway is unavailable",
+    "NotCapturable": "the authorization can no longer be captured",
+    "IdempotencyKeyReused": "a step key was used before for another operation",
+    "CircuitOpen": "the service's circuit is open",
+    "InjectedFault": "injected fault (chaos drill)",
 }
 
 # Step names: also the suffix of each step's idempotency key, so never rename one.
@@ -82,14 +101,16 @@ RESERVE, AUTHORIZE, APPROVAL, SHIP, CAPTURE, NOTIFY = (
 NOTIFY_PATCH = "send-confirmation-step"
 # Sagas that ended FAILED before operators could retry compensations completed at once.
 OPERATOR_RETRY_PATCH = "operator-retries-failed-compensations"
-
-
-class SagaAborted(Exception):
-    """Control flow inside the workflow: stop the steps and roll back."""
-
-    def __init__(self, reason: FailureReason | None) -> None:
-        super().__init__(reason or "unexpected failure")
-        self.reason = reason
+# Past the pivot (the shipment exists) a Temporal cancel request is recorded and ignored;
+# before this patch it rolled everything back, refunding a shipped order.
+PIVOT_PATCH = "no-cancel-past-the-pivot"
+# Step keys carry the order's nonce: `<workflow_id>:<nonce>:<step>`. Sagas started with
+# `<workflow_id>:<step>` keep those for their whole run, or their compensations would
+# look for effects under keys nothing was recorded with.
+NONCE_KEYS_PATCH = "step-keys-carry-order-nonce"
+# Steps heartbeat (a killed worker's step is retried within seconds) and the steps before
+# the pivot have a retry ceiling.
+STEP_LIMITS_PATCH = "step-heartbeat-and-retry-ceiling"
 
 
 @workflow.defn
@@ -101,11 +122,29 @@ class OrderWorkflow:
         self._decision: ApprovalDecision | None = None
         self._shipping_started = False
         self._retry_requested = False
-        self._saga = Saga(on_change=self._touch)
+        self._saga = Saga(on_change=self._touch, messages=SAFE_MESSAGES)
+        self._steps = Steps(
+            self._status,
+            self._saga,
+            business_failures=BUSINESS_FAILURES,
+            exhausted=FailureReason.STEP_EXHAUSTED,
+            cancelled=FailureReason.CANCELLED_BY_CUSTOMER,
+            messages=SAFE_MESSAGES,
+            on_change=self._touch,
+        )
+        # Decided once per run by `workflow.patched` (see the patch IDs above).
+        self._nonce_keys = False
 
     @workflow.run
     async def run(self, input: OrderInput) -> OrderStatus:
         self._status.created_at = workflow.now()
+        self._nonce_keys = input.nonce is not None and workflow.patched(NONCE_KEYS_PATCH)
+        self._steps.limits = StepLimits(
+            timeout_s=input.step_timeout_s,
+            max_attempts=input.step_max_attempts,
+            heartbeat_timeout_s=input.step_heartbeat_timeout_s,
+            enabled=workflow.patched(STEP_LIMITS_PATCH),
+        )
         workflow.upsert_search_attributes([CUSTOMER_ID.value_set(input.customer_id)])
         self._set_state(OrderState.PENDING)
         try:
@@ -114,7 +153,8 @@ class OrderWorkflow:
             await self._roll_back(abort.reason)
             await self._await_operator_retries()
         except asyncio.CancelledError:
-            # Temporal cancellation of the whole workflow: undo, then report it cancelled.
+            # Temporal cancellation before the pivot: undo, then report it cancelled. Past
+            # the pivot the steps swallow it (workflows/steps.py), so it never gets here.
             await self._roll_back(FailureReason.CANCELLED_BY_CUSTOMER)
             raise
         return self._status
@@ -200,24 +240,25 @@ class OrderWorkflow:
     # --- the saga ------------------------------------------------------------------------
 
     async def _checkout(self) -> None:
-        input, queues = self._input, self._input.task_queues
-        reservation = await self._step(
+        input, queues, steps = self._input, self._input.task_queues, self._steps
+        limits = steps.limits
+        reservation = await steps.compensated(
             RESERVE,
             action=lambda: workflow.execute_activity(
                 RESERVE,
                 ReserveStockInput(self._key(RESERVE), input.order_id, input.items),
                 result_type=ReserveStockResult,
-                **self._options(queues.inventory),
+                **limits.options(queues.inventory, limits.bounded_retry()),
             ),
             compensation=lambda retry: workflow.execute_activity(
                 "release_stock",
                 ReleaseStockInput(self._undo_key(RESERVE), self._key(RESERVE), input.order_id),
-                **self._options(queues.inventory, retry),
+                **limits.options(queues.inventory, retry),
             ),
         )
         self._status.total_cents = reservation.total_cents
 
-        await self._step(
+        await steps.compensated(
             AUTHORIZE,
             action=lambda: workflow.execute_activity(
                 AUTHORIZE,
@@ -228,12 +269,12 @@ class OrderWorkflow:
                     reservation.total_cents,
                 ),
                 result_type=AuthorizePaymentResult,
-                **self._options(queues.payments),
+                **limits.options(queues.payments, limits.bounded_retry()),
             ),
             compensation=lambda retry: workflow.execute_activity(
                 "void_payment",
                 VoidPaymentInput(self._undo_key(AUTHORIZE), self._key(AUTHORIZE), input.order_id),
-                **self._options(queues.payments, retry),
+                **limits.options(queues.payments, retry),
             ),
         )
 
@@ -241,7 +282,7 @@ class OrderWorkflow:
             await self._await_approval()
 
         self._shipping_started = True
-        shipment = await self._step(
+        shipment = await steps.compensated(
             SHIP,
             action=lambda: workflow.execute_activity(
                 SHIP,
@@ -249,27 +290,34 @@ class OrderWorkflow:
                     self._key(SHIP), input.order_id, input.shipping_address, input.items
                 ),
                 result_type=CreateShipmentResult,
-                **self._options(queues.shipping),
+                **limits.options(queues.shipping, limits.bounded_retry()),
             ),
             compensation=lambda retry: workflow.execute_activity(
                 "cancel_shipment",
                 CancelShipmentInput(self._undo_key(SHIP), self._key(SHIP), input.order_id),
-                **self._options(queues.shipping, retry),
+                **limits.options(queues.shipping, retry),
             ),
+            # The shipment is the pivot: a cancel arriving as it is made is ignored too.
+            pivot=lambda: workflow.patched(PIVOT_PATCH),
         )
         self._status.tracking_number = shipment.tracking_number
+        # The pivot (ARCHITECTURE.md, "Saga rules", rule 5): the shipment exists, so from
+        # here the saga only goes forward, retrying without a ceiling, and no cancel of any
+        # kind refunds it.
+        steps.past_pivot = steps.past_pivot or workflow.patched(PIVOT_PATCH)
 
-        await self._run_step(
+        await steps.run(
             CAPTURE,
             lambda: workflow.execute_activity(
                 CAPTURE,
                 CapturePaymentInput(self._key(CAPTURE), self._key(AUTHORIZE), input.order_id),
                 result_type=CapturePaymentResult,
-                **self._options(queues.payments),
+                **limits.options(queues.payments, STEP_RETRY),
             ),
+            forward_only=steps.past_pivot,
         )
         if workflow.patched(NOTIFY_PATCH):
-            await self._optional_step(
+            await steps.optional(
                 NOTIFY,
                 lambda: workflow.execute_activity(
                     NOTIFY,
@@ -281,72 +329,19 @@ class OrderWorkflow:
                     ),
                     result_type=SendConfirmationResult,
                     task_queue=queues.notifications,
-                    start_to_close_timeout=timedelta(seconds=self._input.step_timeout_s),
+                    start_to_close_timeout=timedelta(seconds=limits.timeout_s),
                     schedule_to_close_timeout=timedelta(seconds=input.notification_timeout_s),
                     retry_policy=OPTIONAL_RETRY,
+                    **limits.heartbeat(),
                 ),
             )
         self._status.current_step = None
         self._saga.complete()
         self._set_state(OrderState.COMPLETED)
 
-    async def _optional_step(self, name: str, action: Callable[[], Awaitable[Any]]) -> None:
-        """Graceful degradation: a failed optional step is recorded as skipped, no more."""
-        record = self._begin_step(name)
-        try:
-            result = await action()
-        except ActivityError as err:
-            self._end_step(record, "skipped", error=str(err.cause or err))
-            workflow.logger.warning("optional step %s skipped: %s", name, err.cause or err)
-            return
-        record.attempts = getattr(result, "attempt", 1)
-        self._end_step(record, "succeeded")
-
-    async def _step(
-        self,
-        name: str,
-        action: Callable[[], Awaitable[T]],
-        compensation: Callable[[RetryPolicy], Awaitable[Any]],
-    ) -> T:
-        self._saga.add_compensation(name, compensation)  # before the step: DESIGN §4 rule 1
-        return await self._run_step(name, action)
-
-    async def _run_step(self, name: str, action: Callable[[], Awaitable[T]]) -> T:
-        record = self._begin_step(name)
-        step = asyncio.ensure_future(action())
-        cancel = asyncio.ensure_future(
-            workflow.wait_condition(lambda: self._status.cancel_requested)
-        )
-        try:
-            await workflow.wait([step, cancel], return_when=asyncio.FIRST_COMPLETED)
-        except asyncio.CancelledError:
-            step.cancel()
-            self._end_step(record, "cancelled", error="workflow cancelled")
-            raise
-        finally:
-            cancel.cancel()
-        if not step.done():
-            step.cancel()
-            # The abandoned step ends in an ActivityError; retrieve it so asyncio does not
-            # log "Task exception was never retrieved" on every customer cancel.
-            step.add_done_callback(lambda task: task.cancelled() or task.exception())
-            self._end_step(record, "cancelled", error="cancelled by customer")
-            raise SagaAborted(FailureReason.CANCELLED_BY_CUSTOMER)
-        try:
-            result = step.result()
-        except ActivityError as err:
-            cause = err.cause
-            app_error = cause if isinstance(cause, ApplicationError) else None
-            record.attempts = _attempt_from(app_error) or record.attempts
-            self._end_step(record, "failed", error=str(cause or err))
-            reason = BUSINESS_FAILURES.get(app_error.type or "") if app_error else None
-            raise SagaAborted(reason) from err
-        record.attempts = getattr(result, "attempt", 1)
-        self._end_step(record, "succeeded")
-        return result
-
     async def _await_approval(self) -> None:
-        record = self._begin_step(APPROVAL)
+        steps = self._steps
+        record = steps.begin(APPROVAL)
         self._set_state(OrderState.AWAITING_APPROVAL)
         try:
             await workflow.wait_condition(
@@ -354,19 +349,21 @@ class OrderWorkflow:
                 timeout=timedelta(seconds=self._input.approval_timeout_s),
             )
         except TimeoutError as err:
-            self._end_step(record, "failed", error="no decision before the approval timeout")
+            timed_out = SafeError("ApprovalTimeout", "no decision before the approval timeout")
+            steps.end(record, StepStatus.FAILED, error=timed_out)
             raise SagaAborted(FailureReason.APPROVAL_TIMEOUT) from err
         except asyncio.CancelledError:
-            self._end_step(record, "cancelled", error="workflow cancelled")
+            steps.end(record, StepStatus.CANCELLED, error=WORKFLOW_CANCELLED)
             raise
         if self._status.cancel_requested:
-            self._end_step(record, "cancelled", error="cancelled by customer")
+            steps.end(record, StepStatus.CANCELLED, error=CUSTOMER_CANCELLED)
             raise SagaAborted(FailureReason.CANCELLED_BY_CUSTOMER)
         assert self._decision is not None
         if not self._decision.approved:
-            self._end_step(record, "failed", error=f"rejected by {self._decision.operator}")
+            rejected = SafeError("Rejected", "rejected by an operator")
+            steps.end(record, StepStatus.FAILED, error=rejected)
             raise SagaAborted(FailureReason.REJECTED_BY_OPERATOR)
-        self._end_step(record, "succeeded")
+        steps.end(record, StepStatus.SUCCEEDED)
         self._set_state(OrderState.PENDING)
 
     async def _roll_back(self, reason: FailureReason | None) -> None:
@@ -402,19 +399,6 @@ class OrderWorkflow:
 
     # --- bookkeeping ---------------------------------------------------------------------
 
-    def _begin_step(self, name: str) -> StepRecord:
-        record = StepRecord(name=name, attempts=1, started_at=workflow.now())
-        self._status.steps.append(record)
-        self._status.current_step = name
-        self._touch()
-        return record
-
-    def _end_step(self, record: StepRecord, outcome: str, error: str | None = None) -> None:
-        record.status = outcome
-        record.error = error
-        record.finished_at = workflow.now()
-        self._touch()
-
     def _set_state(self, state: OrderState) -> None:
         self._status.status = state
         reason = self._status.failure_reason
@@ -427,60 +411,44 @@ class OrderWorkflow:
         self._touch()
 
     def _touch(self) -> None:
+        """The change hook: every change to the status reaches the Web UI and the coordinator."""
         self._status.updated_at = workflow.now()
         self._status.compensations = self._saga.records
-        step = self._status.current_step or "-"
-        lines = [f"**{self._status.status.value}** · step `{step}`"]
-        if self._status.total_cents is not None:
-            lines.append(f"total {self._status.total_cents / 100:.2f}")
-        if self._status.failure_reason:
-            lines.append(f"reason {self._status.failure_reason.value}")
-        stuck = [c.name for c in self._status.compensations if c.status in ("stuck", "failed")]
-        if stuck:
-            lines.append(f"compensations needing attention: {', '.join(stuck)}")
-        workflow.set_current_details("\n\n".join(lines))
+        workflow.set_current_details(details_markdown(self._status))
         lifecycle.publish(self._snapshot())
 
     def _snapshot(self) -> SagaSnapshot:
-        status, attempts_per_round = self._status, self._saga.policy.attempts_per_round
+        status = self._status
         return SagaSnapshot(
             order_id=status.order_id,
             status=status.status.value,
             step=status.current_step,
             at=workflow.now(),
             terminal=status.status.is_terminal,
-            stuck=[
-                StuckCompensation(
-                    order_id=status.order_id,
-                    compensation=c.name,
-                    status=c.status,
-                    rounds=c.rounds,
-                    attempts=c.rounds * attempts_per_round,
-                    error=c.error,
-                    since=c.started_at,
-                )
-                for c in status.compensations
-                if c.status in ("stuck", "failed")
-            ],
+            stuck=dead_letters(
+                status.order_id, status.compensations, self._saga.policy.attempts_per_round
+            ),
+            saga_type=workflow.info().workflow_type,
         )
 
     def _key(self, step: str) -> str:
-        # The workflow ID, never the run ID: a reset or continue-as-new keeps the same keys.
-        return f"{workflow.info().workflow_id}:{step}"
+        return step_key(step, self._input.nonce if self._nonce_keys else None)
 
     def _undo_key(self, step: str) -> str:
-        return f"{self._key(step)}:undo"
-
-    def _options(self, task_queue: str, retry: RetryPolicy = STEP_RETRY) -> dict[str, Any]:
-        return {
-            "task_queue": task_queue,
-            "start_to_close_timeout": timedelta(seconds=self._input.step_timeout_s),
-            "retry_policy": retry,
-        }
+        return undo_key(step, self._input.nonce if self._nonce_keys else None)
 
 
-def _attempt_from(error: ApplicationError | None) -> int | None:
-    if error is None or not error.details:
-        return None
-    details = error.details[0]
-    return details.get("attempt") if isinstance(details, dict) else None
+def details_markdown(status: OrderStatus) -> str:
+    """The Web UI's "current details" of an order: its state, step, total and reason."""
+    step = escape_markdown(status.current_step or "-")
+    lines = [f"**{escape_markdown(status.status.value)}** · step {step}"]
+    if status.total_cents is not None:
+        lines.append(escape_markdown(f"total {status.total_cents / 100:.2f}"))
+    if status.failure_reason:
+        lines.append(f"reason {escape_markdown(status.failure_reason.value)}")
+    if status.cancel_ignored:
+        lines.append(escape_markdown(IGNORED_CANCEL_NOTE))
+    stuck = [c.name for c in status.compensations if c.status.needs_attention]
+    if stuck:
+        lines.append(f"compensations needing attention: {escape_markdown(', '.join(stuck))}")
+    return "\n\n".join(lines)

@@ -1,6 +1,9 @@
-"""A reusable saga: register compensations, run steps, undo on failure (DESIGN §4).
+"""The saga pattern: register a compensation for each step, undo them all on failure.
 
-Nothing here knows about orders. Use it from workflow code:
+The textbook version, and nothing else: nothing here knows about orders or returns, and
+the running of steps (records, attempts, cancels, retry ceilings) lives beside it in
+`workflows/steps.py`. The rules are ARCHITECTURE.md, "Saga rules". Use it from workflow
+code:
 
     saga = Saga()
     reservation = await saga.step(
@@ -20,40 +23,67 @@ Rules it enforces:
 - a failing compensation never stops the others: each gets a round of retries, then the
   pass moves on, and the ones still failing are marked ``stuck`` and retried in further
   rounds until they succeed or fail with a non-retryable error (``failed``);
-- ``compensate()`` finishes even when the workflow is cancelled while it runs.
+- ``compensate()`` finishes even when the workflow is cancelled while it runs;
+- a failure is recorded as a stable code and a short safe message (`safe_error`), never
+  as raw exception text, which can carry bound SQL parameters, card tokens or addresses.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import (
-    ActivityError,
-    ApplicationError,
-    ChildWorkflowError,
-    FailureError,
-    RetryState,
-)
+from temporalio.exceptions import FailureError
+
+# Re-exported: callers imported them from here before they moved to workflows/failures.py.
+from workflows.failures import SafeError, is_permanent, safe_error
+
+__all__ = [
+    "Compensation",
+    "CompensationPolicy",
+    "CompensationRecord",
+    "CompensationStatus",
+    "SafeError",
+    "Saga",
+    "safe_error",
+]
 
 T = TypeVar("T")
 
 Compensation = Callable[[RetryPolicy], Awaitable[Any]]
 
 
+class CompensationStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    # Still failing after a round of retries: retried in further rounds, a dead letter.
+    STUCK = "stuck"
+    # Failed for good (non-retryable): the saga stays open until an operator retries it.
+    FAILED = "failed"
+    # The saga reached its goal, so this compensation will never run.
+    NOT_NEEDED = "not_needed"
+
+    @property
+    def needs_attention(self) -> bool:
+        return self in (CompensationStatus.STUCK, CompensationStatus.FAILED)
+
+
 @dataclass
 class CompensationRecord:
     name: str
-    status: str = "pending"  # pending | running | succeeded | stuck | failed | not_needed
+    status: CompensationStatus = CompensationStatus.PENDING
     rounds: int = 0
     started_at: datetime | None = None
     finished_at: datetime | None = None
-    error: str | None = None
+    error: str | None = None  # "<code>: <short safe message>"
+    error_code: str | None = None
 
 
 @dataclass(frozen=True)
@@ -85,6 +115,8 @@ class Saga:
     parallel: bool = False
     policy: CompensationPolicy = field(default_factory=CompensationPolicy)
     on_change: Callable[[], None] | None = None
+    # Safe messages by error code, for the failures this saga's services raise.
+    messages: Mapping[str, str] = field(default_factory=dict)
     _registered: list[_Registered] = field(default_factory=list)
     _compensated: bool = False
 
@@ -104,18 +136,18 @@ class Saga:
 
     @property
     def all_succeeded(self) -> bool:
-        return all(r.record.status == "succeeded" for r in self._registered)
+        return all(r.record.status == CompensationStatus.SUCCEEDED for r in self._registered)
 
     def complete(self) -> None:
         """The saga reached its goal: its compensations will never be needed."""
         self._compensated = True
         for registered in self._registered:
-            if registered.record.status == "pending":
-                registered.record.status = "not_needed"
+            if registered.record.status == CompensationStatus.PENDING:
+                registered.record.status = CompensationStatus.NOT_NEEDED
 
     @property
     def failed(self) -> list[CompensationRecord]:
-        return [r.record for r in self._registered if r.record.status == "failed"]
+        return [r.record for r in self._registered if r.record.status == CompensationStatus.FAILED]
 
     async def compensate(self) -> list[CompensationRecord]:
         """Run every registered compensation once; shielded from workflow cancellation."""
@@ -130,7 +162,9 @@ class Saga:
         They get the same treatment as the first time: rounds of retries, `stuck` between
         rounds, `failed` again on a non-retryable error.
         """
-        failed = [r for r in reversed(self._registered) if r.record.status == "failed"]
+        failed = [
+            r for r in reversed(self._registered) if r.record.status == CompensationStatus.FAILED
+        ]
         for registered in failed:
             registered.record.finished_at = None
         return await self._shielded(self._settle(failed))
@@ -155,18 +189,18 @@ class Saga:
             return
         for registered in pending:
             await self._one_round(registered)
-        retry = [r for r in pending if r.record.status == "stuck"]
+        retry = [r for r in pending if r.record.status == CompensationStatus.STUCK]
         rounds = 1
         while retry and (self.policy.max_rounds is None or rounds < self.policy.max_rounds):
             await workflow.sleep(self.policy.pause_between_rounds)
             for registered in retry:
                 await self._one_round(registered)
-            retry = [r for r in retry if r.record.status == "stuck"]
+            retry = [r for r in retry if r.record.status == CompensationStatus.STUCK]
             rounds += 1
 
     async def _until_settled(self, registered: _Registered) -> None:
         await self._one_round(registered)
-        while registered.record.status == "stuck" and (
+        while registered.record.status == CompensationStatus.STUCK and (
             self.policy.max_rounds is None or registered.record.rounds < self.policy.max_rounds
         ):
             await workflow.sleep(self.policy.pause_between_rounds)
@@ -176,40 +210,25 @@ class Saga:
         record = registered.record
         record.rounds += 1
         record.started_at = record.started_at or workflow.now()
-        if record.status in ("pending", "failed"):
-            record.status = "running"
+        if record.status in (CompensationStatus.PENDING, CompensationStatus.FAILED):
+            record.status = CompensationStatus.RUNNING
         self._changed()
         try:
             await registered.compensation(self.policy.retry_policy())
         except FailureError as err:
-            record.error = _describe(err)
-            record.status = "failed" if _is_permanent(err) else "stuck"
+            safe = safe_error(err, self.messages)
+            record.error, record.error_code = str(safe), safe.code
+            permanent = is_permanent(err)
+            record.status = CompensationStatus.FAILED if permanent else CompensationStatus.STUCK
             workflow.logger.warning("compensation %s %s: %s", record.name, record.status, err)
         else:
-            record.status = "succeeded"
-            record.error = None
+            record.status = CompensationStatus.SUCCEEDED
+            record.error = record.error_code = None
             record.finished_at = workflow.now()
-        if record.status == "failed":
+        if record.status == CompensationStatus.FAILED:
             record.finished_at = workflow.now()
         self._changed()
 
     def _changed(self) -> None:
         if self.on_change is not None:
             self.on_change()
-
-
-def _is_permanent(err: FailureError) -> bool:
-    if isinstance(err, ActivityError | ChildWorkflowError):
-        if err.retry_state == RetryState.NON_RETRYABLE_FAILURE:
-            return True
-        cause = err.cause
-        return isinstance(cause, ApplicationError) and cause.non_retryable
-    return isinstance(err, ApplicationError) and err.non_retryable
-
-
-def _describe(err: BaseException) -> str:
-    cause = err.__cause__ or getattr(err, "cause", None)
-    while cause is not None and (cause.__cause__ or getattr(cause, "cause", None)) is not None:
-        cause = cause.__cause__ or getattr(cause, "cause", None)
-    root = cause or err
-    return f"{type(root).__name__}: {root}"

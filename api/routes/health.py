@@ -7,8 +7,8 @@ from temporalio.service import RPCError
 
 from api.deps import ClientDep, SettingsDep
 from api.errors import TemporalUnavailable, error_responses
-from api.sagas import bounded
 from api.schemas import Health
+from api.temporal_calls import bounded
 
 router = APIRouter(tags=["health"])
 
@@ -21,7 +21,7 @@ async def healthz() -> Health:
 @router.get(
     "/readyz",
     summary="Readiness: Temporal answers",
-    responses=error_responses({503: "Temporal is not reachable"}, validates=False),
+    responses=error_responses({503: "Temporal is not reachable"}, validates=False, auth=None),
 )
 async def readyz(client: ClientDep, settings: SettingsDep) -> Health:
     try:

@@ -7,12 +7,13 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from sqlmodel import Session, select
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError
+from sqlmodel import Field, Session, SQLModel, col, select
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.idempotency import IdempotencyRecord, current_attempt, run_once
-from common.db import SessionFactory, make_engine
+from common.db import SessionFactory, is_poison, make_engine
 from tests.activities.helpers import database
 
 
@@ -112,3 +113,75 @@ def test_current_attempt_comes_from_the_activity_context() -> None:
     env = ActivityEnvironment()
     env.info = dataclasses.replace(env.info, attempt=5)
     assert env.run(current_attempt) == 5
+
+
+# --- poison pills: values the database refuses fail for good -------------------------------
+
+
+class Row(SQLModel, table=True):
+    """A table with a NOT NULL column, to make the database refuse a value."""
+
+    __tablename__ = "test_poison_row"
+
+    id: str = Field(primary_key=True, max_length=20)
+    label: str = Field(max_length=20)
+
+
+@pytest.fixture
+def rows_db(database_url: Callable[[str], str]) -> Iterator[SessionFactory]:
+    with database(database_url("poison"), [IdempotencyRecord, Row]) as open_session:
+        yield open_session
+
+
+def insert(row_id: str, label: Any) -> Callable[[Session], Note]:
+    def effect(session: Session) -> Note:
+        session.add(Row(id=row_id, label=label))
+        session.flush()  # the database judges the value here, inside run_once
+        return Note(row_id, 1)
+
+    return effect
+
+
+def test_a_value_the_database_refuses_fails_for_good_as_invalid_input(
+    rows_db: SessionFactory,
+) -> None:
+    with pytest.raises(ApplicationError) as raised:
+        run_once(rows_db, "k1", "note", Note, insert("r1", None))  # NOT NULL refuses it
+
+    error = raised.value
+    assert (error.type, error.non_retryable) == ("InvalidInput", True)
+    # The database's own text (which can quote the value) is not the message: the driver's
+    # error class is (IntegrityError on SQLite, NotNullViolation on PostgreSQL).
+    assert str(error).startswith("InvalidInput: note: the database refused a value (")
+    assert "test_poison_row" not in str(error) and "label" not in str(error)
+    assert records(rows_db) == []
+
+
+def test_a_unique_violation_stays_retryable(rows_db: SessionFactory) -> None:
+    # Another key already made this row: a concurrent writer, which a retry sorts out.
+    run_once(rows_db, "k1", "note", Note, insert("r1", "first"))
+    with pytest.raises(IntegrityError) as raised:
+        run_once(rows_db, "k2", "note", Note, insert("r1", "second"))
+
+    assert not is_poison(raised.value)
+    assert [r.key for r in records(rows_db)] == ["k1"]
+
+
+# What each backend refuses to even compare: SQLite cannot bind an integer above 64 bits
+# (a bare OverflowError from the driver), PostgreSQL refuses a NUL character in text.
+REFUSED = {"sqlite": (OverflowError, 2**63), "postgresql": (DataError, "x\x00")}
+
+
+def test_database_errors_are_classified_poison_or_transient(
+    rows_db: SessionFactory, request: pytest.FixtureRequest
+) -> None:
+    with rows_db() as session, pytest.raises(IntegrityError) as not_null:
+        session.add(Row(id="r1", label=None))  # type: ignore[arg-type]
+        session.flush()
+    assert is_poison(not_null.value)
+    error_type, value = REFUSED[request.node.callspec.params["database_url"]]
+    with rows_db() as session, pytest.raises(error_type) as refused:
+        session.execute(select(Row).where(col(Row.label) == value))
+    assert is_poison(refused.value)
+    assert not is_poison(OperationalError("SELECT 1", {}, Exception("database is locked")))
+    assert not is_poison(RuntimeError("anything else"))

@@ -93,6 +93,21 @@ def test_out_of_stock_is_non_retryable_and_leaves_every_line_untouched(
     assert reservations(inventory_db) == []
 
 
+def test_a_quantity_the_database_refuses_fails_for_good_and_takes_nothing(
+    inventory_db: SessionFactory,
+) -> None:
+    # Above 64 bits: SQLite cannot bind it, PostgreSQL finds it out of range. No retry of
+    # this input can ever succeed, so the step must not retry (a poison pill).
+    service = InventoryActivities(inventory_db)
+    with pytest.raises(ApplicationError) as raised:
+        service.reserve_stock(reserve("o1", ("SKU-1", 1), ("SKU-2", 2**63)))
+
+    assert (raised.value.type, raised.value.non_retryable) == (BusinessError.INVALID_INPUT, True)
+    assert str(2**63) not in str(raised.value)
+    assert stock(inventory_db, "SKU-1") == INITIAL["SKU-1"]
+    assert reservations(inventory_db) == []
+
+
 def test_repeated_skus_are_checked_as_one_quantity(inventory_db: SessionFactory) -> None:
     half = INITIAL["SKU-4"] // 2 + 1  # each line alone fits, together they do not
     with pytest.raises(ApplicationError) as raised:

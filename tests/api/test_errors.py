@@ -26,7 +26,7 @@ async def client() -> AsyncIterator[httpx.AsyncClient]:
 
     # No lifespan: these routes never touch Temporal.
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://app") as http:
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
         yield http
 
 
@@ -63,9 +63,12 @@ def test_openapi_documents_error_answers() -> None:
     }
     assert schema_of == {
         "202": "OrderStatusOut",
+        "401": "ErrorBody",
         "404": "ErrorBody",
         "409": "ErrorBody",
+        "413": "ErrorBody",
         "422": "ValidationErrorBody",
+        "429": "ErrorBody",
         "500": "ErrorBody",
         "503": "ErrorBody",
     }

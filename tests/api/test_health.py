@@ -11,6 +11,8 @@ from temporalio.testing import WorkflowEnvironment
 
 from common.binaries import find_binary
 from tests.support.api_client import Api, order_body, poll
+from tests.support.auth import bearer, issue_key
+from tests.support.codec import TEST_CODEC_ENV
 from tests.support.stack import REPO_ROOT, Stack, free_port
 
 
@@ -29,11 +31,15 @@ async def test_api_starts_while_temporal_is_down_then_becomes_ready(tmp_path: Pa
         "SAGAWORKS_TEMPORAL_ADDRESS": f"127.0.0.1:{port}",
         "SAGAWORKS_DATA_DIR": str(tmp_path),
         "SAGAWORKS_API_TEMPORAL_TIMEOUT_S": "2",
+        **TEST_CODEC_ENV,
     }
     stack = Stack(env, tmp_path, f"http://127.0.0.1:{free_port()}")
     stack.start("api")
+    headers = bearer(issue_key(env, "operator", name="health"))
     try:
-        async with httpx.AsyncClient(base_url=str(stack.api_url), timeout=10) as http:
+        async with httpx.AsyncClient(
+            base_url=str(stack.api_url), timeout=10, headers=headers
+        ) as http:
 
             async def get(path: str) -> httpx.Response | None:
                 try:

@@ -91,7 +91,7 @@ async def test_cancels_racing_the_steps_leave_nothing_half_done(system: System) 
         else:
             assert outcome == ("COMPLETED", None), (moment, final)
         # While the flaky card is being retried the cancel is in time; once the shipment
-        # is under way it is refused, as DESIGN §5 promises.
+        # is under way it is refused, as ARCHITECTURE.md, HTTP contract promises.
         if moment == "authorizing":
             assert code == 202, final
         if moment == "shipping":

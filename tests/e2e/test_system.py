@@ -1,29 +1,32 @@
 """The whole system as `make up` runs it, checked where it matters: in each service's database.
 
 A real dev server, the four real worker processes and the real API process. Every kind of
-order goes in through HTTP only; then the three SQLite files are read directly to prove
+order goes in through HTTP only; then each service's database is read directly to prove
 that stock is conserved, that every saga left exactly one effect per idempotency key, and
 that nothing was charged without being shipped. Finally the workers stop cleanly on SIGTERM.
 
-The module runs twice: as configured, and with `max_cached_workflows=0` on the orders
-worker, which replays every saga from its history at each step (hidden nondeterminism).
+The module runs three times: as `make up` runs it (SQLite files); with
+`max_cached_workflows=0` on the orders worker, which replays every saga from its history at
+each step (hidden nondeterminism); and with every service database and the gateway's on
+PostgreSQL, each migrated by its own processes at start.
 """
 
 from __future__ import annotations
 
 import json
 import signal
-import sqlite3
 from collections import Counter
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
 
 from activities.inventory import CATALOGUE
+from bench.invariants import query
+from common.migrate import head_revision
 from tests.support.api_client import Api, order_body, system_on_dev_server
+from tests.support.databases import DATABASES, database_env
 from tests.support.stack import SERVICES, Stack
 
 pytestmark = pytest.mark.e2e
@@ -31,20 +34,26 @@ pytestmark = pytest.mark.e2e
 TERMINAL = ("COMPLETED", "COMPENSATED", "FAILED")
 
 
-@pytest_asyncio.fixture(scope="module", params=["cached", "uncached"])
+@pytest_asyncio.fixture(
+    scope="module",
+    params=[("cached", "sqlite"), ("uncached", "sqlite"), ("cached", "postgresql")],
+    ids=["sqlite", "sqlite-uncached", "postgresql"],
+)
 async def system(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Api]:
+    cache, backend = request.param
     # Once more with no workflow cache: every workflow task then replays the saga from its
     # history, so any hidden nondeterminism fails here instead of in production.
-    cache = {"SAGAWORKS_MAX_CACHED_WORKFLOWS": "0"} if request.param == "uncached" else {}
-    async with system_on_dev_server(tmp_path_factory.mktemp("system"), cache) as api:
+    env = {"SAGAWORKS_MAX_CACHED_WORKFLOWS": "0"} if cache == "uncached" else {}
+    cluster = request.getfixturevalue("postgres") if backend == "postgresql" else None
+    env |= database_env(backend, cluster)
+    async with system_on_dev_server(tmp_path_factory.mktemp("system"), env) as api:
         yield api
 
 
 def rows(stack: Stack, service: str, sql: str) -> list[tuple[Any, ...]]:
-    with sqlite3.connect(Path(stack.data_dir) / f"{service}.db") as db:
-        return db.execute(sql).fetchall()
+    return query(stack.database_url(service), sql)
 
 
 async def test_every_path_through_http_leaves_consistent_service_databases(
@@ -127,6 +136,21 @@ async def test_every_path_through_http_leaves_consistent_service_databases(
         keys = [k for (k,) in rows(stack, service, "SELECT key FROM idempotency_record")]
         assert len(keys) == len(set(keys))
         assert all(k.split(":", 1)[0] in ids.values() for k in keys)
+
+
+async def test_each_database_is_at_its_migration_head_where_the_settings_put_it(
+    system: Api,
+) -> None:
+    # The processes migrated them at start: the workers their own, the API the gateway's.
+    stack = system.stack
+    versions = {
+        database: rows(stack, database, "SELECT version_num FROM alembic_version")
+        for database in DATABASES
+    }
+    assert versions == {database: [(head_revision(database),)] for database in DATABASES}
+    on_postgres = "SAGAWORKS_INVENTORY_DATABASE_URL" in stack.env
+    sqlite_files = sorted(path.stem for path in stack.data_dir.glob("*.db"))
+    assert sqlite_files == ([] if on_postgres else sorted(DATABASES))
 
 
 async def test_workers_stop_cleanly_on_sigterm(system: Api) -> None:

@@ -4,17 +4,15 @@
 be stopped and started again on the same file and port while the workers and the API keep
 running, as a crashed or redeployed Temporal would. `fault_system` adds the rest (the
 worker processes through `run_stack`, some of them held: see `holds.py`) and the checks
-read each service's database directly (`bench/invariants.py`).
+read each service's database directly (`tooling/invariants.py`). The dev server itself
+is `tooling/dev_server.py`, shared with the soak.
 """
 
 from __future__ import annotations
 
 import signal
-import sqlite3
-import subprocess
-import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,123 +20,25 @@ from typing import Any
 import httpx
 from temporalio.client import Client
 
-from bench.invariants import (
+from tests.faults import held_worker
+from tests.faults.holds import Holds
+from tests.support.api_client import order_body, poll
+from tests.support.stack import SERVICES, Stack, run_stack
+from tooling.codec import TEST_DATA_CONVERTER
+from tooling.dev_server import SEARCH_ATTRIBUTES, DevServer, dev_server
+from tooling.invariants import (
     EFFECT_TABLES,
     INITIAL_STOCK,
     TERMINAL,
     check_all,
+    query,
     read_databases,
 )
-from common.binaries import find_binary
-from tests.faults import held_worker
-from tests.faults.holds import Holds
-from tests.support.api_client import order_body, poll
-from tests.support.stack import SERVICES, Stack, free_port, run_stack
 
-SEARCH_ATTRIBUTES = ("OrderStatus", "CustomerId", "FailureReason")
+# Importable from here as before they moved to tooling/dev_server.py.
+__all__ = ["SEARCH_ATTRIBUTES", "DevServer", "FaultSystem", "dev_server", "fault_system"]
+
 Status = dict[str, Any]
-
-
-@dataclass
-class DevServer:
-    """`temporal server start-dev` on a database file, restartable on the same file and port."""
-
-    db_path: Path
-    log_path: Path
-    port: int = field(default_factory=free_port)
-    ui_port: int = field(default_factory=free_port)
-    process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def start(self, timeout: float = 60) -> None:
-        assert self.process is None, "already running"
-        temporal = find_binary("temporal")
-        command = [
-            temporal,
-            "server",
-            "start-dev",
-            "--db-filename",
-            str(self.db_path),
-            "--ip",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--ui-port",
-            str(self.ui_port),
-            "--headless",
-            "--log-level",
-            "error",
-        ]
-        # Applied only when the file is new; a restart finds them registered already.
-        for name in SEARCH_ATTRIBUTES:
-            command += ["--search-attribute", f"{name}=Keyword"]
-        self.db_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            self._wait_ready(temporal, timeout)
-        except BaseException:
-            self.stop(signal.SIGKILL)
-            raise
-
-    def _wait_ready(self, temporal: str, timeout: float) -> None:
-        """Ready once the default namespace answers with our search attributes in it."""
-        deadline = time.monotonic() + timeout
-        probe = [
-            temporal,
-            "operator",
-            "search-attribute",
-            "list",
-            "--address",
-            self.address,
-            "--namespace",
-            "default",
-            "--command-timeout",
-            "3s",
-        ]
-        last = ""
-        while True:
-            assert self.process is not None
-            if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"dev server exited with {self.process.returncode}: {self.log_tail()}"
-                )
-            answer = subprocess.run(probe, capture_output=True, text=True, timeout=15)
-            last = answer.stdout + answer.stderr
-            if answer.returncode == 0 and all(name in answer.stdout for name in SEARCH_ATTRIBUTES):
-                return
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"dev server not ready after {timeout}s: {last[-2000:]}")
-            time.sleep(0.3)
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int | None:
-        process, self.process = self.process, None
-        if process is None:
-            return None
-        if process.poll() is None:
-            process.send_signal(sig)
-            try:
-                process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=timeout)
-        return process.returncode
-
-    def log_tail(self) -> str:
-        return self.log_path.read_text(errors="replace")[-4000:] if self.log_path.exists() else ""
-
-
-@contextmanager
-def dev_server(root: Path, log_dir: Path | None = None) -> Iterator[DevServer]:
-    server = DevServer(root / "temporal" / "temporal.db", (log_dir or root) / "temporal.log")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @dataclass
@@ -160,7 +60,9 @@ class FaultSystem:
     async def temporal(self) -> Client:
         """A Temporal client of the test's own; it reconnects by itself after a restart."""
         if self._client is None:
-            self._client = await Client.connect(self.server.address)
+            self._client = await Client.connect(
+                self.server.address, data_converter=TEST_DATA_CONVERTER
+            )
         return self._client
 
     async def place(self, body: dict[str, Any], key: str | None = None) -> str:
@@ -247,25 +149,20 @@ class FaultSystem:
     def effect_ids(self, service: str, key: str) -> list[str]:
         """The IDs of the rows `service` holds under a step's idempotency key."""
         spec = EFFECT_TABLES[service]
-        path = self.data_dir / f"{service}.db"
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30) as db:
-            found = db.execute(
-                f"SELECT id FROM {spec.table} WHERE {spec.key_column} = ?", (key,)
-            ).fetchall()
+        sql = f"SELECT id FROM {spec.table} WHERE {spec.key_column} = :key"
+        found = query(self.stack.database_url(service), sql, {"key": key})
         return [str(row_id) for (row_id,) in found]
 
     def recorded_keys(self, service: str, prefix: str) -> list[str]:
-        path = self.data_dir / f"{service}.db"
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30) as db:
-            found = db.execute(
-                "SELECT key FROM idempotency_record WHERE key LIKE ?", (f"{prefix}%",)
-            ).fetchall()
+        sql = "SELECT key FROM idempotency_record WHERE key LIKE :prefix"
+        found = query(self.stack.database_url(service), sql, {"prefix": f"{prefix}%"})
         return sorted(str(key) for (key,) in found)
 
     def invariant_violations(self) -> list[str]:
         """Every invariant of `bench/invariants.py`, over every order this system has seen."""
         statuses = {order_id: status["status"] for order_id, status in self.orders.items()}
-        checks = check_all(read_databases(self.data_dir), statuses, INITIAL_STOCK)
+        databases = read_databases(self.stack.database_urls())
+        checks = check_all(databases, statuses, INITIAL_STOCK)
         return [f"{check.name}: {v}" for check in checks for v in check.violations]
 
     def logs(self) -> str:
@@ -289,7 +186,9 @@ async def fault_system(
             for name in held:
                 stack.start(name, held_worker.command(name))
             assert stack.api_url is not None
-            async with httpx.AsyncClient(base_url=stack.api_url, timeout=30) as http:
+            async with httpx.AsyncClient(
+                base_url=stack.api_url, timeout=30, headers=stack.auth_headers()
+            ) as http:
                 system = FaultSystem(server, stack, http, holds, held=set(held))
                 # One order through every worker: each is up and polling (and inventory has
                 # seeded its catalogue) before a test starts counting.

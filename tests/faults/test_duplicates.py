@@ -2,7 +2,8 @@
 
 Twenty concurrent POSTs with one Idempotency-Key start one saga. Cancels, approvals and
 rejections repeated (concurrently, then again afterwards) change nothing after the first
-that counts, and every repeat gets the answer DESIGN §5 gives for the order's state:
+that counts, and every repeat gets the answer the HTTP contract (ARCHITECTURE.md) gives
+for the order's state:
 a repeated cancel 202 while the order rolls back and after; a cancel 409 once the order
 has shipped; an approval or rejection 409 once the order no longer awaits one.
 """
@@ -18,9 +19,10 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from api.sagas import order_id_for
+from tests.faults.direct import nonce_of
 from tests.faults.support import FaultSystem, fault_system
 from tests.support.api_client import order_body
+from tests.support.auth import order_id_for_key
 
 CONCURRENT = 20
 REPEATS = 3
@@ -62,12 +64,13 @@ async def test_twenty_concurrent_posts_with_one_key_start_one_saga(system: Fault
     client = await system.temporal()
     runs = [w.run_id async for w in client.list_workflows(f"WorkflowId = '{order_id}'")]
     assert len(runs) == 1
+    nonce = await nonce_of(system, order_id)  # step keys are <order_id>:<nonce>:<step>
     for service, step in (
         ("inventory", "reserve_stock"),
         ("payments", "authorize_payment"),
         ("shipping", "create_shipment"),
     ):
-        assert len(system.effect_ids(service, f"{order_id}:{step}")) == 1, service
+        assert len(system.effect_ids(service, f"{order_id}:{nonce}:{step}")) == 1, service
     assert system.invariant_violations() == []
 
 
@@ -85,9 +88,10 @@ async def test_repeated_cancels_are_harmless_and_answered_alike(system: FaultSys
     decisions = await _send(system, order_id, ["approve", "reject"] * REPEATS)
     assert {r.status_code for r in decisions} == {409}
     # Rolled back once: the stock returned once, the authorization voided once.
+    nonce = await nonce_of(system, order_id)
     assert _undo_keys(system, order_id) == {
-        "inventory": [f"{order_id}:reserve_stock:undo"],
-        "payments": [f"{order_id}:authorize_payment:undo"],
+        "inventory": [f"{order_id}:{nonce}:reserve_stock:undo"],
+        "payments": [f"{order_id}:{nonce}:authorize_payment:undo"],
     }
     assert system.invariant_violations() == []
 
@@ -96,7 +100,7 @@ async def test_repeated_approvals_decide_once_and_cancels_after_shipping_are_409
     system: FaultSystem,
 ) -> None:
     key = f"approve-{uuid.uuid4()}"
-    order_id = order_id_for(key)
+    order_id = order_id_for_key(system.stack.env, key)
     system.holds.engage("create_shipment", "before", order_id)
     await system.place(order_body(sku="SKU-3", quantity=1), key=key)
     await system.wait_for(order_id, "AWAITING_APPROVAL")
@@ -126,9 +130,10 @@ async def test_repeated_approvals_decide_once_and_cancels_after_shipping_are_409
         "order is already COMPLETED",
     }
     assert [s["name"] for s in final["steps"]].count("capture_payment") == 1
+    nonce = await nonce_of(system, order_id)
     assert system.recorded_keys("payments", f"{order_id}:") == [
-        f"{order_id}:authorize_payment",
-        f"{order_id}:capture_payment",
+        f"{order_id}:{nonce}:authorize_payment",
+        f"{order_id}:{nonce}:capture_payment",
     ]
     assert system.invariant_violations() == []
 

@@ -78,7 +78,7 @@ async def test_failed_compensation_waits_for_an_operator_then_compensates(system
         assert (await system.http.delete("/admin/faults/payments")).status_code == 204
 
     retried = await system.http.post(
-        f"/orders/{order_id}/retry-compensations", json={"operator": "ops-on-call"}
+        f"/orders/{order_id}/retry-compensations", json={"note": "provider fixed"}
     )
     assert retried.status_code == 202, retried.text
     assert retried.json()["status"] == "COMPENSATING"

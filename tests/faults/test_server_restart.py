@@ -18,9 +18,9 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from api.sagas import order_id_for
 from tests.faults.support import FaultSystem, fault_system
 from tests.support.api_client import order_body, poll
+from tests.support.auth import order_id_for_key
 from tests.support.stack import SERVICES
 
 # Held steps must still be held when the server comes back (a hold ends one second before
@@ -56,7 +56,7 @@ async def test_server_restart_mid_saga_loses_no_saga_and_changes_no_outcome(
     holds = system.holds
     holds.engage("release_stock", "before")
     keys = {name: f"restart-{uuid.uuid4()}" for name in ("reserved, unacknowledged", "shipping")}
-    ids |= {name: order_id_for(key) for name, key in keys.items()}
+    ids |= {name: order_id_for_key(system.stack.env, key) for name, key in keys.items()}
     holds.engage("reserve_stock", "after", ids["reserved, unacknowledged"])
     holds.engage("create_shipment", "before", ids["shipping"])
     await system.place(order_body(sku="SKU-2", quantity=1), key=keys["reserved, unacknowledged"])

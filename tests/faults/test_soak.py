@@ -1,7 +1,8 @@
 """The soak (`make soak`) in small, as CI runs it: every invariant holds through the faults.
 
-Sixty orders of every fixture, one worker SIGKILLed and restarted and one restart of the
-dev server on its database file, then the same checks `make soak` runs on a thousand.
+Sixty orders of every fixture (and returns of some completed ones), one worker SIGKILLed
+and restarted and one restart of the dev server on its database file, then the same checks
+`make soak` runs on a thousand.
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ async def test_small_soak_keeps_every_invariant_through_a_kill_errors_and_a_serv
     assert result["orders"]["total"] == ORDERS
     # The seed mixes every fixture in, so every path ran through the faults.
     assert set(result["orders"]["by_fixture"]) == {fixture.name for fixture in FIXTURES}
+    # Returns of completed orders ran through them too: received, cancelled, expired.
+    assert set(result["returns"]["by_status"]) == {"REFUNDED", "CANCELLED", "EXPIRED"}
+    assert result["returns"]["over_claims_refused"] == result["returns"]["total"]
     failed = {name: c for name, c in result["invariants"].items() if c["violations"]}
     assert result["violations"] == 0, json.dumps(failed, indent=2)
     assert all(check["checked"] > 0 for check in result["invariants"].values())

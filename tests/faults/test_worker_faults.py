@@ -5,8 +5,9 @@ The service workers start held (`holds.py`), so a test can stop a step inside th
 before its effect or after its commit, and SIGKILL the process right there. Restarts use
 the plain worker, `python -m workers.<name>`, as production would.
 
-Steps time out after 5 s here (30 s by default): a killed attempt is only retried once its
-start-to-close timeout has passed, and the tests should not wait half a minute for that.
+Steps keep their default 30 s start-to-close timeout: each worker heartbeats its running
+steps (workers/guard.py), so a killed attempt is retried once its 5 s heartbeat timeout
+has passed. One test measures that recovery against a saga without heartbeats.
 """
 
 from __future__ import annotations
@@ -20,13 +21,17 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from api.sagas import order_id_for
 from bench.invariants import read_databases
+from tests.faults.direct import start_directly, step_key
 from tests.faults.holds import PHASES
 from tests.faults.support import FaultSystem, Status, fault_system
 from tests.support.api_client import order_body
+from workflows.models import OrderInput
 
-STEP_TIMEOUT_S = 5
+# What a killed worker's step may cost with heartbeats: the 5 s heartbeat timeout, the
+# first retry interval (1 s), a new worker process starting. Far below the 30 s
+# start-to-close timeout that was all there was before.
+RECOVERY_BOUND_S = 15
 # The step each service worker runs on the way to COMPLETED, with its effect row.
 STEP_OF = {
     "inventory": "reserve_stock",
@@ -43,11 +48,12 @@ QUANTITY = 2
 
 
 @pytest_asyncio.fixture(scope="module")
-async def system(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[FaultSystem]:
-    extra_env = {
-        "SAGAWORKS_STEP_TIMEOUT_S": str(STEP_TIMEOUT_S),
-        "SAGAWORKS_APPROVAL_TIMEOUT_S": "900",
-    }
+async def system(
+    tmp_path_factory: pytest.TempPathFactory, backend_env: dict[str, str]
+) -> AsyncIterator[FaultSystem]:
+    # On SQLite, then PostgreSQL (tests/faults/conftest.py): a kill between a step's commit
+    # and its answer must leave one effect per key on each.
+    extra_env = {"SAGAWORKS_APPROVAL_TIMEOUT_S": "900", **backend_env}
     root = tmp_path_factory.mktemp("worker-faults")
     async with fault_system(root, held=tuple(STEP_OF), extra_env=extra_env) as system:
         yield system
@@ -59,27 +65,26 @@ async def test_service_worker_killed_mid_step_completes_with_one_effect_per_key(
 ) -> None:
     step = STEP_OF[service]
     system.ensure_held(service)
-    keys = {phase: f"kill-{service}-{phase}-{uuid.uuid4()}" for phase in PHASES}
-    ids = {phase: order_id_for(key) for phase, key in keys.items()}
-    for phase, order_id in ids.items():
-        system.holds.engage(step, phase, order_id)
     shelf_before = _shelf(system)
-
+    # Started through Temporal, so the test knows each saga's ID before its first step and
+    # the hold waits for it there.
+    orders: dict[str, OrderInput] = {}
     for phase in PHASES:
-        await system.place(order_body(sku="SKU-1", quantity=QUANTITY), key=keys[phase])
+        orders[phase] = await _start_held(system, step, phase)
+    ids = {phase: order.order_id for phase, order in orders.items()}
     # Both attempts are inside the worker: one short of its effect, one past its commit
     # whose answer has not gone back to Temporal yet.
     for phase, order_id in ids.items():
         assert await system.wait_held(order_id, step, phase) == [1]
-    committed = system.effect_ids(service, f"{ids['after']}:{step}")
+    committed = system.effect_ids(service, step_key(orders["after"], step))
     assert len(committed) == 1
-    assert system.effect_ids(service, f"{ids['before']}:{step}") == []
+    assert system.effect_ids(service, step_key(orders["before"], step)) == []
 
     system.kill_worker(service)
     system.holds.release_all()
     for order_id in ids.values():
         # The saga never heard of the committed effect: the acknowledgement died with the
-        # process. Only the step's timeout, then a retry, can tell it.
+        # process. Only the step's (heartbeat) timeout, then a retry, can tell it.
         status = await system.wait_until(order_id, lambda s: s["current_step"] == step)
         assert _step(status, step)["status"] == "running", status
 
@@ -89,13 +94,57 @@ async def test_service_worker_killed_mid_step_completes_with_one_effect_per_key(
         assert (final["status"], final["failure_reason"]) == ("COMPLETED", None), final
         assert _step(final, step)["attempts"] == 2, (phase, final["steps"])
     # The retry after the lost acknowledgement was a no-op: the first row, and no other.
-    assert system.effect_ids(service, f"{ids['after']}:{step}") == committed
-    assert len(system.effect_ids(service, f"{ids['before']}:{step}")) == 1
-    for order_id in ids.values():
-        expected = [f"{order_id}:{suffix}" for suffix in KEYS_OF_COMPLETED[service]]
-        assert system.recorded_keys(service, f"{order_id}:") == expected
+    assert system.effect_ids(service, step_key(orders["after"], step)) == committed
+    assert len(system.effect_ids(service, step_key(orders["before"], step))) == 1
+    for order in orders.values():
+        expected = [step_key(order, suffix) for suffix in KEYS_OF_COMPLETED[service]]
+        assert system.recorded_keys(service, f"{order.order_id}:") == expected
     # Stock left the shelf once per order, however many attempts reserved it.
     assert _shelf(system) == shelf_before - QUANTITY * len(ids)
+    assert system.invariant_violations() == []
+
+
+async def test_a_killed_workers_step_is_retried_within_seconds_thanks_to_heartbeats(
+    system: FaultSystem,
+) -> None:
+    # Two sagas side by side in the same killed worker: one whose steps heartbeat (the
+    # default, 5 s), one without heartbeats, as every saga was before (its step is only
+    # retried once the 30 s start-to-close timeout has passed).
+    system.ensure_held("inventory")
+    beating = await _start_held(system, "reserve_stock", "before", step_heartbeat_timeout_s=5)
+    silent = await _start_held(system, "reserve_stock", "before", step_heartbeat_timeout_s=0)
+    for order in (beating, silent):
+        assert await system.wait_held(order.order_id, "reserve_stock", "before") == [1]
+
+    system.kill_worker("inventory")
+    killed_at = time.monotonic()
+    system.holds.release_all()
+    system.start_worker("inventory")  # a replacement at once: only the timeouts delay
+
+    async def recovered_after(order: OrderInput) -> float:
+        await system.wait_until(
+            order.order_id,
+            lambda s: _step(s, "reserve_stock")["status"] == "succeeded",
+            within=90,
+        )
+        return time.monotonic() - killed_at
+
+    with_heartbeat, without = await asyncio.gather(
+        recovered_after(beating), recovered_after(silent)
+    )
+    print(
+        f"\nstep recovery after a worker kill: {with_heartbeat:.1f} s with a 5 s heartbeat "
+        f"timeout, {without:.1f} s with the 30 s start-to-close timeout alone"
+    )
+    assert with_heartbeat < RECOVERY_BOUND_S, with_heartbeat
+    # Measured beside it, the old way: the timeout, less what the attempt ran before the
+    # kill. Were heartbeats not what made the difference, the two would be alike.
+    assert without > with_heartbeat + 10, (with_heartbeat, without)
+    for order in (beating, silent):
+        final = await system.finish(order.order_id)
+        assert final["status"] == "COMPLETED", final
+        assert _step(final, "reserve_stock")["attempts"] == 2, final["steps"]
+        assert len(system.effect_ids("inventory", step_key(order, "reserve_stock"))) == 1
     assert system.invariant_violations() == []
 
 
@@ -205,6 +254,15 @@ async def test_service_down_longer_than_retry_intervals_loses_no_task(
     assert system.invariant_violations() == []
 
 
+async def _start_held(system: FaultSystem, step: str, phase: str, **overrides: Any) -> OrderInput:
+    """A saga whose `step` the held worker stops at `phase` (engaged before it can run)."""
+    order_id = f"order-{uuid.uuid4().hex}"
+    system.holds.engage(step, phase, order_id)
+    return await start_directly(
+        system, items=(("SKU-1", QUANTITY),), order_id=order_id, **overrides
+    )
+
+
 def _step(status: Status, name: str) -> dict[str, Any]:
     (record,) = [s for s in status["steps"] if s["name"] == name]
     return record
@@ -219,4 +277,4 @@ def _releasing_stock(status: Status) -> bool:
 
 
 def _shelf(system: FaultSystem, sku: str = "SKU-1") -> int:
-    return read_databases(system.data_dir).stock[sku]
+    return read_databases(system.stack.database_urls()).stock[sku]

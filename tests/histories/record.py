@@ -4,11 +4,15 @@ The replay test (tests/workflows/test_replay.py) replays every file here against
 workflow code, so a change that would break running sagas fails CI. Re-record only when the
 change is deliberately incompatible *and* no saga recorded the old way can still be running;
 otherwise guard the change with `workflow.patched` and keep the old histories
-(`before_patches/` holds the ones recorded before the confirmation step existed).
+(`before_patches/` holds the ones recorded before the confirmation step existed, and
+`before_patches/saga_safety/` the ones recorded before the pivot, the nonce keys and the
+step limits).
 
-Recorded here: every order path on the time-skipping server; the operator retry of a failed
-compensation on a dev server (it needs an update); and the coordinator across several
-continue-as-new runs (one file per run).
+Recorded here: every order path on the time-skipping server, a poison pill and a step
+giving up at its retry ceiling among them; on a dev server, the operator retry of a failed
+compensation (it needs an update) and a Temporal cancel ignored past the pivot (a cancel
+with an activity outstanding); and the coordinator across several continue-as-new runs
+(one file per run).
 """
 
 from __future__ import annotations
@@ -17,14 +21,19 @@ import asyncio
 import os
 import sys
 import tempfile
+import threading
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+from temporalio import activity
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
+from temporalio.exceptions import ApplicationError
 
+from activities.payments import PaymentActivities
+from tests.histories.return_record import record_returns
 from tests.support.api_client import poll
 from tests.support.temporal import dev_server_env, time_skipping_env
 from tests.workflows.helpers import (
@@ -45,8 +54,12 @@ from workflows.coordination_models import (
 from workflows.coordinator import REPORT_SIGNAL, CoordinatorInput, CoordinatorWorkflow
 from workflows.models import (
     CancelRequest,
+    CapturePaymentInput,
+    CapturePaymentResult,
     OrderInput,
     OrderStatus,
+    ReserveStockInput,
+    ReserveStockResult,
     RetryCompensationsRequest,
 )
 from workflows.order import OrderWorkflow
@@ -81,6 +94,8 @@ def _paths(queue: str) -> dict[str, tuple[OrderInput, Action | None]]:
         "rejected": (order_input(queue, items=HIGH_VALUE), _reject),
         "cancelled_by_customer": (order_input(queue, items=HIGH_VALUE), _cancel),
         "approval_timeout": (order_input(queue, items=HIGH_VALUE, approval_timeout_s=600), None),
+        # A quantity the database refuses: one attempt, then the roll back (INVALID_INPUT).
+        "poison_pill": (order_input(queue, items=(("SKU-1", 2**63),)), None),
     }
 
 
@@ -107,9 +122,15 @@ async def record(target: Path = HERE) -> list[Path]:
                     path = target / f"order_{name}.json"
                     path.write_text(await _record_one(env.client, queue, input, act))
                     written.append(path)
+            path = target / "order_step_exhausted.json"
+            path.write_text(await _record_step_exhausted(env.client, services))
+            written.append(path)
         async with dev_server_env() as env:
             path = target / "order_operator_retry.json"
             path.write_text(await _record_operator_retry(env.client, services))
+            written.append(path)
+            path = target / "order_cancel_past_pivot.json"
+            path.write_text(await _record_cancel_past_pivot(env.client, services))
             written.append(path)
             for run, history in enumerate(await _record_coordinator(env.client)):
                 path = target / f"coordinator_run{run}.json"
@@ -117,7 +138,7 @@ async def record(target: Path = HERE) -> list[Path]:
                 written.append(path)
         for engine in services.engines:
             engine.dispose()
-    return written
+    return written + await record_returns(target)
 
 
 async def _record_operator_retry(client: Client, services: Services) -> str:
@@ -134,6 +155,47 @@ async def _record_operator_retry(client: Client, services: Services) -> str:
         )
         await asyncio.wait_for(handle.result(), 60)
         return (await handle.fetch_history()).to_json()
+
+
+async def _record_step_exhausted(client: Client, services: Services) -> str:
+    """Stock that never answers: the reserve step gives up at its ceiling, the saga rolls back."""
+
+    @activity.defn(name="reserve_stock")
+    def unavailable(input: ReserveStockInput) -> ReserveStockResult:
+        raise ApplicationError("inventory unavailable", type="Unavailable")
+
+    queue = f"record-{uuid.uuid4()}"
+    activities = services.activities(replace={"reserve_stock": unavailable})
+    async with running_worker(client, queue, activities):
+        handle = await start_order(client, order_input(queue, step_max_attempts=3), queue)
+        await asyncio.wait_for(handle.result(), 120)
+        return (await handle.fetch_history()).to_json()
+
+
+async def _record_cancel_past_pivot(client: Client, services: Services) -> str:
+    """A Temporal cancel while capture runs: ignored, and the order completes."""
+    started, release = threading.Event(), threading.Event()
+    payments = PaymentActivities(services.payments)
+
+    @activity.defn(name="capture_payment")
+    def held_capture(input: CapturePaymentInput) -> CapturePaymentResult:
+        started.set()
+        release.wait(60)
+        return payments.capture_payment(input)
+
+    queue = f"record-{uuid.uuid4()}"
+    activities = services.activities(replace={"capture_payment": held_capture})
+    try:
+        async with running_worker(client, queue, activities):
+            handle = await start_order(client, order_input(queue), queue)
+            await asyncio.to_thread(started.wait, 60)
+            await handle.cancel()
+            await wait_for_status(handle, lambda status: status.cancel_ignored)
+            release.set()
+            await asyncio.wait_for(handle.result(), 60)
+            return (await handle.fetch_history()).to_json()
+    finally:
+        release.set()
 
 
 async def _record_coordinator(client: Client) -> list[str]:

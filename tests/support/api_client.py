@@ -107,5 +107,7 @@ async def system_on(
     target = client.service_client.config.target_host
     with run_stack(target, data_dir, extra_env=extra_env) as stack:
         assert stack.api_url is not None
-        async with httpx.AsyncClient(base_url=stack.api_url, timeout=30) as http:
+        async with httpx.AsyncClient(
+            base_url=stack.api_url, timeout=30, headers=stack.auth_headers()
+        ) as http:
             yield Api(stack, http, client)

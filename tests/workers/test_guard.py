@@ -1,20 +1,34 @@
 """The worker side of the coordination layer, without Temporal: the report buffer, the
-circuit guard's admission rule, and injected faults over a real service database."""
+circuit guard's admission rule, injected faults over a real service database, and calls
+through the guard (its heartbeats, and which failures count as infrastructure errors)."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
+from sqlalchemy.exc import OperationalError
 from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
+from temporalio.worker import (
+    ActivityInboundInterceptor,
+    ActivityOutboundInterceptor,
+    ExecuteActivityInput,
+)
 
+from activities import inventory
 from activities.faults import FaultStore, InjectedFault
+from activities.inventory import InventoryActivities
 from common.db import create_tables, make_engine, session_factory
 from workers.guard import CIRCUIT_OPEN, INJECTED_FAULT, CircuitCache, FaultCache, ServiceGuard
 from workers.reporting import ReportBuffer
 from workflows.coordination_models import CircuitPhase, CircuitView, SagaSnapshot
-from workflows.models import ConfigureFaultInput
+from workflows.models import BusinessError, ConfigureFaultInput, OrderItem, ReserveStockInput
 
 
 @pytest.fixture
@@ -146,3 +160,111 @@ async def test_fault_can_target_one_activity_and_fail_it_for_good(store: FaultSt
     assert failed.value.non_retryable
     assert "void_payment" in str(failed.value)
     assert store.read().injected_errors == 1
+
+
+# --- calls through the guard: heartbeats, and what counts as an infrastructure error ------
+
+
+class Beats(ActivityOutboundInterceptor):
+    """The SDK's outbound side, reduced to counting heartbeats."""
+
+    def __init__(self, enough: int = 3) -> None:  # no `next`: nothing is sent anywhere
+        self.count = 0
+        self.enough = threading.Event()
+        self._enough_at = enough
+
+    def heartbeat(self, *details: Any) -> None:
+        self.count += 1
+        if self.count >= self._enough_at:
+            self.enough.set()
+
+
+class Service(ActivityInboundInterceptor):
+    """The activity behind the guard: `body` runs in a thread, as sync activities do."""
+
+    def __init__(self, body: Callable[[], Any]) -> None:  # the innermost: no `next`
+        self.body = body
+
+    def init(self, outbound: ActivityOutboundInterceptor) -> None:
+        pass
+
+    async def execute_activity(self, input: ExecuteActivityInput) -> Any:
+        return await asyncio.to_thread(self.body)
+
+
+async def call_through(
+    guard: ServiceGuard, body: Callable[[], Any], beats: Beats, heartbeat_s: float | None
+) -> Any:
+    env = ActivityEnvironment()
+    timeout = timedelta(seconds=heartbeat_s) if heartbeat_s else None
+    env.info = dataclasses.replace(
+        env.info, activity_type="reserve_stock", heartbeat_timeout=timeout
+    )
+
+    async def run() -> Any:
+        guarded = guard.intercept_activity(Service(body))
+        guarded.init(beats)
+        return await guarded.execute_activity(
+            ExecuteActivityInput(fn=body, args=[], executor=None, headers={})
+        )
+
+    return await env.run(run)
+
+
+async def test_a_call_heartbeats_while_its_thread_waits_on_the_database(
+    store: FaultStore,
+) -> None:
+    beats = Beats(enough=3)
+
+    def waits_on_the_database() -> str:
+        # Blocked, as on a lock, until the guard has heartbeaten three times meanwhile.
+        assert beats.enough.wait(timeout=10), "no heartbeats while the call was blocked"
+        return "done"
+
+    result = await call_through(guard_with(None, store), waits_on_the_database, beats, 0.15)
+    assert result == "done"
+    after = beats.count
+    await asyncio.sleep(0.2)  # four heartbeat intervals: none may follow the call
+    assert beats.count == after
+
+
+async def test_a_step_without_heartbeat_timeout_is_not_heartbeaten(store: FaultStore) -> None:
+    beats = Beats()
+    assert await call_through(guard_with(None, store), lambda: "done", beats, None) == "done"
+    assert beats.count == 0
+
+
+def refused_by_the_database() -> None:
+    raise OverflowError("Python int too large to convert to SQLite INTEGER")
+
+
+def poison_reserve(sqlite_url: Callable[[str], str]) -> Callable[[], Any]:
+    engine = make_engine(sqlite_url("inventory"))
+    create_tables(engine, inventory.TABLES)
+    inventory.seed_catalogue(session_factory(engine))
+    service = InventoryActivities(session_factory(engine))
+    items = [OrderItem("SKU-1", 2**63)]
+    return lambda: service.reserve_stock(ReserveStockInput("o1:reserve_stock", "o1", items))
+
+
+def locked() -> None:
+    raise OperationalError("UPDATE inventory_product", {}, Exception("database is locked"))
+
+
+async def test_poison_pills_are_not_infrastructure_errors(
+    store: FaultStore, sqlite_url: Callable[[str], str]
+) -> None:
+    guard = guard_with(None, store)
+    with pytest.raises(ApplicationError) as refused:
+        await call_through(guard, poison_reserve(sqlite_url), Beats(), None)
+    assert refused.value.type == BusinessError.INVALID_INPUT
+    with pytest.raises(OverflowError):  # even raw, the guard knows it for what it is
+        await call_through(guard, refused_by_the_database, Beats(), None)
+    with pytest.raises(OperationalError):  # the database being unavailable is one
+        await call_through(guard, locked, Beats(), None)
+
+    report = guard.buffer.drain()
+    assert report is not None
+    [sample] = report.services
+    assert (sample.calls, sample.errors) == (3, 1)
+    assert sample.last_error is not None and sample.last_error.startswith("OperationalError")

@@ -18,11 +18,13 @@ from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
 from activities import inventory, notifications, payments, shipping
+from activities.idempotency import activities_of, activity_name
 from activities.inventory import CATALOGUE, InventoryActivities, Product, Reservation
 from activities.notifications import NotificationActivities
 from activities.payments import Payment, PaymentActivities
 from activities.shipping import Shipment, ShippingActivities
 from common.db import SessionFactory, create_tables, make_engine, session_factory
+from common.services import BUSINESS_NAMES
 from workflows.models import (
     Address,
     OrderInput,
@@ -38,7 +40,7 @@ T = TypeVar("T")
 
 INITIAL_STOCK = {product.sku: product.stock for product in CATALOGUE}
 PRICE = {product.sku: product.price_cents for product in CATALOGUE}
-SERVICES = ("inventory", "payments", "shipping", "notifications")
+SERVICES = BUSINESS_NAMES  # common/services.py
 
 
 @dataclass
@@ -57,26 +59,16 @@ class Services:
         replace: Mapping[str, Callable[..., Any]] | None = None,
     ) -> list[Callable[..., Any]]:
         """The real activities of `services` (all by default), some replaced by name."""
-        available: dict[str, dict[str, Callable[..., Any]]] = {}
-        stock = InventoryActivities(self.inventory)
-        available["inventory"] = {
-            "reserve_stock": stock.reserve_stock,
-            "release_stock": stock.release_stock,
+        # Every activity each service's class defines, as its worker registers them.
+        classes = {
+            "inventory": InventoryActivities(self.inventory),
+            "payments": PaymentActivities(self.payments),
+            "shipping": ShippingActivities(self.shipping),
+            "notifications": NotificationActivities(self.notifications),
         }
-        money = PaymentActivities(self.payments)
-        available["payments"] = {
-            "authorize_payment": money.authorize_payment,
-            "capture_payment": money.capture_payment,
-            "void_payment": money.void_payment,
-            "refund_payment": money.refund_payment,
-        }
-        parcels = ShippingActivities(self.shipping)
-        available["shipping"] = {
-            "create_shipment": parcels.create_shipment,
-            "cancel_shipment": parcels.cancel_shipment,
-        }
-        available["notifications"] = {
-            "send_confirmation": NotificationActivities(self.notifications).send_confirmation
+        available = {
+            service: {activity_name(fn): fn for fn in activities_of(instance)}
+            for service, instance in classes.items()
         }
         chosen: dict[str, Callable[..., Any]] = {}
         for service in services or SERVICES:
@@ -170,7 +162,7 @@ def order_input(
             name="Ada", line1="1 Main St", city="Berlin", postal_code="10115", country=country
         ),
         task_queues=task_queues,
-        **overrides,
+        **{"nonce": uuid.uuid4().hex, **overrides},
     )
 
 
@@ -203,9 +195,11 @@ async def wait_for_status(
         await asyncio.sleep(0.05)
 
 
-def step_key(order_id: str, step: str) -> str:
+def step_key(input: OrderInput, step: str) -> str:
     """The idempotency key OrderWorkflow uses (the workflow ID is the order ID here)."""
-    return f"{order_id}:{step}"
+    if input.nonce is None:  # as sagas started before keys carried the nonce
+        return f"{input.order_id}:{step}"
+    return f"{input.order_id}:{input.nonce}:{step}"
 
 
 # --- peeking into each service's own database ----------------------------------------------
