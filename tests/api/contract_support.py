@@ -41,6 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from schemathesis.config._checks import NEGATIVE_DATA_REJECTION_EXPECTED_STATUSES
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 SEED_ENV = "SAGAWORKS_CONTRACT_SEED"
@@ -94,13 +96,20 @@ class ContractRun:
         )
 
 
-def write_auth(report_dir: Path, identities: list[Identity]) -> Path:
-    """A schemathesis config naming who the requests are sent as (a WFC auth document).
+def write_config(report_dir: Path, identities: list[Identity]) -> Path:
+    """A schemathesis config: who the requests are sent as, and what counts as a refusal.
 
-    The first identity sends every request. With several, they are peers: schemathesis's
-    object_level_authorization check replays each read of an object the first one owns as
-    every other one, and fails when another gets it (OWASP API1). Peers must be of one
-    role (customers): an operator rightly reads everyone's orders.
+    Who: a WFC auth document. The first identity sends every request. With several, they
+    are peers: schemathesis's object_level_authorization check replays each read of an
+    object the first one owns as every other one, and fails when another gets it (OWASP
+    API1). Peers must be of one role (customers): an operator rightly reads everyone's
+    orders.
+
+    Refusals: schemathesis's own list for negative data, plus 413. The gateway refuses a
+    body over its limit (SAGAWORKS_MAX_BODY_BYTES) with 413 before reading it, so a fuzzed
+    body that breaks a `maxItems` by being megabytes long is refused as too large rather
+    than as invalid. That is a refusal (RFC 9110 §15.5.14); without 413 on the list,
+    schemathesis reported it as "schema-violating request accepted".
     """
     document = {
         "schemaVersion": "0.2.0",
@@ -119,6 +128,8 @@ def write_auth(report_dir: Path, identities: list[Identity]) -> Path:
     lines.append(f"user = {json.dumps(identities[0].name)}")
     if len(identities) > 1:
         lines.append(f"peers = {json.dumps([i.name for i in identities])}")
+    refusals = [*NEGATIVE_DATA_REJECTION_EXPECTED_STATUSES, "413"]
+    lines += ["[checks.negative_data_rejection]", f"expected-statuses = {json.dumps(refusals)}"]
     config.write_text("\n".join(lines) + "\n")
     return config
 
@@ -144,7 +155,7 @@ def run_schemathesis(
         "-m",
         "schemathesis.cli",
         "--config-file",
-        str(write_auth(report_dir, identities)),
+        str(write_config(report_dir, identities)),
         "run",
         str(schema),
         "--url",
