@@ -207,38 +207,38 @@ def register_coordination() -> None:
 
 
 class SagaFinishes:
-    """Counts each saga once per terminal status it reaches, in the orders worker.
+    """Counts each saga once per end, in the orders worker: per terminal status and round.
 
     Fed by the lifecycle hook, which publishes nothing while a workflow replays, so a
     workflow rebuilt from history (cache eviction, another worker) is not counted again.
-    A saga publishes several snapshots in the same terminal status; only the first counts.
-    One replay does publish: with the workflow cache off, a query to a closed saga replays
-    its whole history, and the SDK core stops counting that as a replay at the terminal
-    event, so the saga's last workflow task runs live again (a rollback's last step: a
-    COMPENSATING snapshot, then COMPENSATED). Its snapshots carry the same `at` (workflow
-    time is that task's), which tells them from a real second end after an operator retry.
+    Workflow code still runs live more than once per end, though:
+    - a saga publishes several snapshots in the same terminal status;
+    - with the workflow cache off, a query to a closed saga replays its whole history, and
+      the SDK core stops counting that as a replay at the terminal event, so the saga's
+      last workflow task runs live again (a rollback's last step: a COMPENSATING snapshot,
+      then COMPENSATED);
+    - a workflow task that failed or timed out after its code ran (a busy worker) runs
+      again as a new task, at a later workflow time.
+    What tells a new end from these is the snapshot's `retries`: only an operator retry
+    starts a new round, so an end counts once per (status, round).
     It runs inside workflow code, so it only reads: the type from `workflow.info()`, the
     reason from the search attribute the saga keeps current.
     """
 
     def __init__(self, remember: int = 10_000) -> None:
         self._remember = remember
-        # Per saga: the end last counted, its time, and whether the saga ran again since.
-        self._counted: OrderedDict[str, tuple[str, datetime, bool]] = OrderedDict()
+        # Per saga: the last end counted, as (status, round).
+        self._counted: OrderedDict[str, tuple[str, int]] = OrderedDict()
         self._lock = threading.Lock()
 
     def observe(self, snapshot: SagaSnapshot) -> None:
+        if not snapshot.terminal:
+            return
+        end = (snapshot.status, snapshot.retries)
         with self._lock:
-            last = self._counted.get(snapshot.order_id)
-            if not snapshot.terminal:
-                if last is not None:  # running again (an operator retry): its next end counts
-                    self._counted[snapshot.order_id] = (last[0], last[1], True)
-                return
-            if last is not None:
-                status, at, ran_again = last
-                if status == snapshot.status and (not ran_again or at == snapshot.at):
-                    return  # the same end published again, or replayed live
-            self._counted[snapshot.order_id] = (snapshot.status, snapshot.at, False)
+            if self._counted.get(snapshot.order_id) == end:
+                return  # the same end published again, or run live again
+            self._counted[snapshot.order_id] = end
             self._counted.move_to_end(snapshot.order_id)
             while len(self._counted) > self._remember:
                 self._counted.popitem(last=False)

@@ -93,6 +93,9 @@ class SagaSnapshot:
     stuck: list[StuckCompensation] = field(default_factory=list)
     # Its workflow type (workflows/registry.py); older reports carried orders only.
     saga_type: str = "OrderWorkflow"
+    # Operator retries the saga has taken so far: a terminal status reached again in the
+    # same round is the same end published again, in a later round it is a new end.
+    retries: int = 0
 
 
 @dataclass

@@ -122,6 +122,7 @@ class OrderWorkflow:
         self._decision: ApprovalDecision | None = None
         self._shipping_started = False
         self._retry_requested = False
+        self._retries_taken = 0
         self._saga = Saga(on_change=self._touch, messages=SAFE_MESSAGES)
         self._steps = Steps(
             self._status,
@@ -394,6 +395,7 @@ class OrderWorkflow:
             self._status.current_step = "compensating"
             self._set_state(OrderState.COMPENSATING)
             self._retry_requested = False
+            self._retries_taken += 1
             await self._saga.retry_failed()
             self._finish_roll_back(self._status.failure_reason)
 
@@ -429,6 +431,7 @@ class OrderWorkflow:
                 status.order_id, status.compensations, self._saga.policy.attempts_per_round
             ),
             saga_type=workflow.info().workflow_type,
+            retries=self._retries_taken,
         )
 
     def _key(self, step: str) -> str:

@@ -121,6 +121,7 @@ class ReturnWorkflow:
         # None while the claim runs; then whether the ledger took it (the API's 202 or 409).
         self._claimed: bool | None = None
         self._retry_requested = False
+        self._retries_taken = 0
         # A step past the pivot that failed for good and waits for an operator's retry.
         self._failed_step: StepRecord | None = None
 
@@ -342,6 +343,7 @@ class ReturnWorkflow:
             except asyncio.CancelledError:
                 self._steps.ignore_cancel(record)
         self._retry_requested = False
+        self._retries_taken += 1
 
     async def _roll_back(self, reason: ReturnFailure | None) -> None:
         self._status.failure_reason = reason
@@ -367,6 +369,7 @@ class ReturnWorkflow:
         while self._saga.failed:
             await workflow.wait_condition(lambda: self._retry_requested)
             self._retry_requested = False
+            self._retries_taken += 1
             self._status.current_step = COMPENSATING
             self._touch()
             await self._saga.retry_failed()
@@ -419,6 +422,7 @@ class ReturnWorkflow:
             terminal=status.status.is_terminal,
             stuck=stuck,
             saga_type=workflow.info().workflow_type,
+            retries=self._retries_taken,
         )
 
     def _key(self, step: str) -> str:

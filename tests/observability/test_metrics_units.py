@@ -41,8 +41,12 @@ def sample(name: str, **labels: str) -> float:
     return 0.0 if value is None else value
 
 
-def snapshot(order_id: str, status: str, *, terminal: bool, at: datetime = NOW) -> SagaSnapshot:
-    return SagaSnapshot(order_id=order_id, status=status, step=None, at=at, terminal=terminal)
+def snapshot(
+    order_id: str, status: str, *, terminal: bool, at: datetime = NOW, retries: int = 0
+) -> SagaSnapshot:
+    return SagaSnapshot(
+        order_id=order_id, status=status, step=None, at=at, terminal=terminal, retries=retries
+    )
 
 
 # --- sagas finished (orders worker) ------------------------------------------------------------
@@ -68,9 +72,9 @@ def test_a_failed_saga_retried_by_an_operator_counts_its_next_end_too() -> None:
         sample("sagaworks_sagas_finished_total", **compensated),
     )
     finishes.observe(snapshot("order-r", "FAILED", terminal=True))
-    finishes.observe(snapshot("order-r", "COMPENSATING", terminal=False))
-    finishes.observe(snapshot("order-r", "COMPENSATED", terminal=True))
-    finishes.observe(snapshot("order-r", "COMPENSATED", terminal=True))
+    finishes.observe(snapshot("order-r", "COMPENSATING", terminal=False, retries=1))
+    finishes.observe(snapshot("order-r", "COMPENSATED", terminal=True, retries=1))
+    finishes.observe(snapshot("order-r", "COMPENSATED", terminal=True, retries=1))
     assert sample("sagaworks_sagas_finished_total", **failed) == before[0] + 1
     assert sample("sagaworks_sagas_finished_total", **compensated) == before[1] + 1
 
@@ -91,14 +95,28 @@ def test_a_rollback_whose_last_task_replays_live_counts_once() -> None:
     assert sample("sagaworks_sagas_finished_total", **labels) == before + 1
 
 
+def test_a_last_task_that_ran_again_later_counts_once() -> None:
+    # A busy worker's workflow task timed out after its code ran: the task runs again as
+    # a new one, at a later workflow time, and publishes the same end again.
+    finishes = metrics.SagaFinishes()
+    labels = {"type": "unknown", "status": "COMPENSATED", "reason": "none"}
+    before = sample("sagaworks_sagas_finished_total", **labels)
+    again = NOW + timedelta(seconds=10)
+    finishes.observe(snapshot("order-t", "COMPENSATING", terminal=False, at=NOW))
+    finishes.observe(snapshot("order-t", "COMPENSATED", terminal=True, at=NOW))
+    finishes.observe(snapshot("order-t", "COMPENSATING", terminal=False, at=again))
+    finishes.observe(snapshot("order-t", "COMPENSATED", terminal=True, at=again))
+    assert sample("sagaworks_sagas_finished_total", **labels) == before + 1
+
+
 def test_a_saga_failing_again_after_an_operator_retry_counts_both_ends() -> None:
     finishes = metrics.SagaFinishes()
     labels = {"type": "unknown", "status": "FAILED", "reason": "none"}
     before = sample("sagaworks_sagas_finished_total", **labels)
     retried = NOW + timedelta(minutes=5)
     finishes.observe(snapshot("order-f", "FAILED", terminal=True, at=NOW))
-    finishes.observe(snapshot("order-f", "COMPENSATING", terminal=False, at=retried))
-    finishes.observe(snapshot("order-f", "FAILED", terminal=True, at=retried))
+    finishes.observe(snapshot("order-f", "COMPENSATING", terminal=False, at=retried, retries=1))
+    finishes.observe(snapshot("order-f", "FAILED", terminal=True, at=retried, retries=1))
     assert sample("sagaworks_sagas_finished_total", **labels) == before + 2
 
 
