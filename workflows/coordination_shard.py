@@ -72,6 +72,8 @@ class ShardInput:
     seq: int = 0
     last_forward_s: float | None = None
     run: int = 0
+    # A hold the root asked for outlives this shard's own continue-as-new (epoch seconds).
+    hold_until_s: float = 0.0
 
 
 @dataclass
@@ -115,7 +117,7 @@ class CoordinatorShardWorkflow:
         self._last_report_at = workflow.now()
         self._idle = False
         # Epoch seconds until which the root asked for no forward (its continue-as-new).
-        self._hold_until_s = 0.0
+        self._hold_until_s = input.hold_until_s
         self._holds = 0  # counts hold and release signals, to wake a wait for a slot
 
     @workflow.run
@@ -164,6 +166,7 @@ class CoordinatorShardWorkflow:
                 seq=self._seq,
                 last_forward_s=self._last_forward_s,
                 run=input.run + 1,
+                hold_until_s=self._hold_until_s,
             ),
             task_timeout=TASK_TIMEOUT,
         )
