@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support import expected_conditions
@@ -39,18 +40,30 @@ TRACES = "http://traces.example/trace/{trace_id}"
 async def until(
     driver: WebDriver, condition: Callable[[WebDriver], T], what: str, within: float = 60
 ) -> T:
-    """Poll the page (in a thread: selenium blocks) until `condition` is truthy."""
+    """Poll the page (in a thread: selenium blocks) until `condition` is truthy.
+
+    The page re-renders its tables on every update, so an element found in one poll may
+    be gone when it is read: that poll is retried, like one that found nothing.
+    """
 
     def wait() -> T:
-        waiter: WebDriverWait[WebDriver] = WebDriverWait(driver, within, poll_frequency=0.2)
+        waiter: WebDriverWait[WebDriver] = WebDriverWait(
+            driver, within, poll_frequency=0.2, ignored_exceptions=[StaleElementReferenceException]
+        )
         return waiter.until(condition, message=f"page never showed: {what}")
 
     return await asyncio.to_thread(wait)
 
 
 def text_of(driver: WebDriver, selector: str) -> str:
-    found = driver.find_elements(By.CSS_SELECTOR, selector)
-    return found[0].text if found else ""
+    """The first match's text; found again if the page re-rendered it while it was read."""
+    for _ in range(5):
+        found = driver.find_elements(By.CSS_SELECTOR, selector)
+        try:
+            return found[0].text if found else ""
+        except StaleElementReferenceException:
+            continue
+    return ""
 
 
 def completed_count(driver: WebDriver) -> int:
