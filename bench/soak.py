@@ -160,7 +160,8 @@ async def run_soak(options: SoakOptions) -> dict[str, Any]:
                 raise
             survivors = _survivors(stack)
             stuck = [r for r in results if r.problem]
-            if stuck:
+            # A stuck order or a process that died: its logs say why, and go with the stack.
+            if stuck or any(code is not None for code in survivors.values()):
                 print(stack.logs(), file=sys.stderr)
         # Every process has stopped: nothing can still write what the checks read.
         statuses = {r.order_id: r.status or "UNKNOWN" for r in results if r.order_id}
