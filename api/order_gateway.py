@@ -36,7 +36,7 @@ from api.errors import (
 )
 from api.principals import Principal
 from api.schemas import OrderIn
-from api.temporal_calls import bounded, keyed_id, refusal
+from api.temporal_calls import bounded, describe, keyed_id, refusal
 from common.metrics import SAGAS_STARTED
 from common.services import BUSINESS_NAMES
 from common.settings import Settings
@@ -188,14 +188,8 @@ async def describe_order(
     """The order's execution; `OrderNotFound` when unknown or, for a customer, not theirs."""
     if not ORDER_ID_RE.match(order_id):
         raise OrderNotFound(order_id)
-    handle = client.get_workflow_handle(order_id)
-    try:
-        description = await bounded(settings, lambda t: handle.describe(rpc_timeout=t))
-    except RPCError as err:
-        if err.status == RPCStatusCode.NOT_FOUND:
-            raise OrderNotFound(order_id) from err
-        raise
-    if description.workflow_type != "OrderWorkflow":
+    description = await describe(client, settings, order_id)
+    if description is None or description.workflow_type != "OrderWorkflow":
         raise OrderNotFound(order_id)
     if principal is not None and not owns(principal, description):
         # Exactly the answer for an unknown order: a customer learns nothing of others'.

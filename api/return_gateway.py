@@ -35,7 +35,7 @@ from api.errors import ApiError, UnprocessableRequest
 from api.order_gateway import describe_order, owns, task_queues
 from api.principals import Principal
 from api.return_schemas import ReturnIn, ReturnSummary
-from api.temporal_calls import bounded, keyed_id, refusal
+from api.temporal_calls import bounded, describe, keyed_id, refusal
 from api.visibility import SagaIndex, enum_or_none, list_page
 from common.metrics import SAGAS_STARTED
 from common.settings import Settings
@@ -221,14 +221,8 @@ async def describe_return(
     """The return's execution; 404 when unknown or, for a customer, not theirs."""
     if not RETURN_ID_RE.match(return_id):
         raise ReturnNotFound(return_id)
-    handle = client.get_workflow_handle(return_id)
-    try:
-        description = await bounded(settings, lambda t: handle.describe(rpc_timeout=t))
-    except RPCError as err:
-        if err.status == RPCStatusCode.NOT_FOUND:
-            raise ReturnNotFound(return_id) from err
-        raise
-    if description.workflow_type != RETURNS.workflow_type:
+    description = await describe(client, settings, return_id)
+    if description is None or description.workflow_type != RETURNS.workflow_type:
         raise ReturnNotFound(return_id)
     if principal is not None and not owns(principal, description):
         raise ReturnNotFound(return_id)  # exactly the answer for an unknown return
