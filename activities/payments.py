@@ -5,6 +5,13 @@ Test cards (README, "Test fixtures"): `tok_visa` succeeds, `tok_decline` is decl
 
 Returns: partial refunds of a captured payment, one per return, never adding up to more
 than was captured (the payment's row is locked while a refund is checked and recorded).
+
+Approval holds: an order above the approval threshold holds its authorization for an
+operator's decision. The hold ledger caps what one customer may hold at once, by count and
+by value, checked and recorded in one transaction serialized per customer, so parallel
+orders cannot all slip under the cap (a check against Temporal's visibility cannot see
+the others in time). A held order is an authorization waiting for a decision, so its
+ledger lives here, beside the authorization.
 """
 
 from __future__ import annotations
@@ -14,6 +21,8 @@ import uuid
 from datetime import datetime
 
 from sqlalchemy import func
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.expression import Executable
 from sqlmodel import AutoString, Field, Session, SQLModel, col, select
 from temporalio.exceptions import ApplicationError
 
@@ -31,10 +40,15 @@ from workflows.models import (
     BusinessError,
     CapturePaymentInput,
     CapturePaymentResult,
+    HoldForApprovalInput,
+    HoldForApprovalResult,
+    HoldStatus,
     PaymentStatus,
     RefundOutcome,
     RefundPaymentInput,
     RefundPaymentResult,
+    ReleaseApprovalHoldInput,
+    ReleaseApprovalHoldResult,
     VoidOutcome,
     VoidPaymentInput,
     VoidPaymentResult,
@@ -76,7 +90,40 @@ class Refund(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
-TABLES = [Payment, Refund, IdempotencyRecord]
+class ApprovalHold(SQLModel, table=True):
+    """An order held for an operator's decision: one slot of its customer's caps."""
+
+    __tablename__ = "payments_approval_hold"
+
+    id: str = Field(primary_key=True, default_factory=lambda: f"hld-{uuid.uuid4().hex[:12]}")
+    # The hold step's idempotency key: one hold per saga, ever.
+    hold_key: str = Field(unique=True, max_length=300)
+    # Empty on a release's tombstone, which knows only the key (and counts for no one).
+    customer_id: str = Field(index=True, max_length=200)
+    order_id: str = Field(max_length=200)
+    authorization_key: str = Field(default="", max_length=300)
+    amount_cents: int = 0
+    # A plain string column (the schema of the migrations); the values are HoldStatus.
+    status: HoldStatus = Field(default=HoldStatus.HELD, sa_type=AutoString)
+    created_at: datetime = Field(default_factory=utcnow)
+    released_at: datetime | None = None
+
+
+class CustomerHoldLock(SQLModel, table=True):
+    """One row per customer who ever held an order: locked while a hold is checked.
+
+    Counting a customer's holds and adding one must not interleave with another order's.
+    SQLite transactions here are serialized anyway (common/db.py, BEGIN IMMEDIATE); on
+    PostgreSQL this row, taken FOR UPDATE, serializes the holds of one customer only.
+    """
+
+    __tablename__ = "payments_customer_hold"
+
+    customer_id: str = Field(primary_key=True, max_length=200)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+TABLES = [Payment, Refund, ApprovalHold, CustomerHoldLock, IdempotencyRecord]
 
 
 class PaymentActivities:
@@ -130,6 +177,49 @@ class PaymentActivities:
             lambda session: _refund_return(session, input),
         )
         return dataclasses.replace(result, attempt=current_attempt())
+
+    @service_activity("hold_for_approval")
+    def hold_for_approval(self, input: HoldForApprovalInput) -> HoldForApprovalResult:
+        """Hold an authorization for approval, if the customer's caps leave room for it.
+
+        Args:
+            input: The order, its customer and authorization, its amount and the caps.
+
+        Returns:
+            The customer's holds and their value now, this one included (a repeat returns
+            the first answer).
+
+        Raises:
+            ApplicationError: `BusinessError.HOLD_LIMIT`, non-retryable, when this hold
+                would take the customer past either cap.
+        """
+        result = run_once(
+            self._open_session,
+            input.idempotency_key,
+            "hold_for_approval",
+            HoldForApprovalResult,
+            lambda session: _hold(session, input),
+        )
+        return dataclasses.replace(result, attempt=current_attempt())
+
+    @service_activity("release_approval_hold")
+    def release_approval_hold(self, input: ReleaseApprovalHoldInput) -> ReleaseApprovalHoldResult:
+        """Give a hold's slot back: the order was decided, cancelled or rolled back.
+
+        Args:
+            input: The hold's key (the hold step's idempotency key) and its order.
+
+        Returns:
+            Whether this call released a hold; False when it was released before or never
+            taken (then a tombstone keeps a late hold attempt from taking a slot).
+        """
+        return run_once(
+            self._open_session,
+            input.idempotency_key,
+            "release_approval_hold",
+            ReleaseApprovalHoldResult,
+            lambda session: _release_hold(session, input),
+        )
 
     @service_activity("refund_payment")
     def refund_payment(self, input: RefundPaymentInput) -> RefundPaymentResult:
@@ -248,6 +338,102 @@ def _refund_return(session: Session, input: RefundReturnInput) -> RefundReturnRe
     )
     session.add(refund)
     return RefundReturnResult(refund_id=refund.id, amount_cents=refund.amount_cents)
+
+
+# --- approval holds -------------------------------------------------------------------------
+
+
+def _hold(session: Session, input: HoldForApprovalInput) -> HoldForApprovalResult:
+    _lock_customer(session, input.customer_id)
+    held_orders, held_cents = _held(session, input.customer_id)
+    if _approval_hold(session, input.idempotency_key) is not None:
+        # A release already left a tombstone: the saga gave up before this step ran, so
+        # it takes no slot now.
+        return HoldForApprovalResult(held_orders=held_orders, held_cents=held_cents)
+    orders_after, cents_after = held_orders + 1, held_cents + input.amount_cents
+    if orders_after > input.max_held_orders or cents_after > input.max_held_cents:
+        raise ApplicationError(
+            f"{held_orders} orders worth {held_cents} cents already wait for approval; "
+            f"this one ({input.amount_cents} cents) would pass the cap of "
+            f"{input.max_held_orders} orders or {input.max_held_cents} cents",
+            {
+                "held_orders": held_orders,
+                "held_cents": held_cents,
+                "amount_cents": input.amount_cents,
+                "max_held_orders": input.max_held_orders,
+                "max_held_cents": input.max_held_cents,
+            },
+            type=BusinessError.HOLD_LIMIT,
+            non_retryable=True,
+        )
+    session.add(
+        ApprovalHold(
+            hold_key=input.idempotency_key,
+            customer_id=input.customer_id,
+            order_id=input.order_id,
+            authorization_key=input.authorization_key,
+            amount_cents=input.amount_cents,
+        )
+    )
+    return HoldForApprovalResult(held_orders=orders_after, held_cents=cents_after)
+
+
+def _release_hold(session: Session, input: ReleaseApprovalHoldInput) -> ReleaseApprovalHoldResult:
+    hold = _approval_hold(session, input.hold_key)
+    if hold is None:
+        # Nothing held (yet). Leave a released tombstone so that a hold attempt still in
+        # flight cannot take a slot after the saga gave up on it.
+        session.add(
+            ApprovalHold(
+                hold_key=input.hold_key,
+                customer_id="",
+                order_id=input.order_id,
+                status=HoldStatus.RELEASED,
+                released_at=utcnow(),
+            )
+        )
+        return ReleaseApprovalHoldResult(released=False)
+    if hold.status == HoldStatus.RELEASED:
+        return ReleaseApprovalHoldResult(released=False)
+    hold.status = HoldStatus.RELEASED
+    hold.released_at = utcnow()
+    session.add(hold)
+    return ReleaseApprovalHoldResult(released=True)
+
+
+def _lock_customer(session: Session, customer_id: str) -> None:
+    """Serialize this transaction with every other hold of the same customer.
+
+    The row is created on the customer's first hold; ON CONFLICT DO NOTHING makes a
+    concurrent first hold wait for that insert instead of failing on the primary key.
+    """
+    row = {"customer_id": customer_id, "created_at": utcnow()}
+    upsert: Executable
+    # The two databases a service may use (common/db.py).
+    if session.get_bind().dialect.name == "postgresql":
+        upsert = postgresql.insert(CustomerHoldLock).values(row).on_conflict_do_nothing()
+    else:
+        upsert = sqlite.insert(CustomerHoldLock).values(row).on_conflict_do_nothing()
+    session.execute(upsert)
+    session.exec(
+        select(CustomerHoldLock)
+        .where(CustomerHoldLock.customer_id == customer_id)
+        .with_for_update()
+    ).one()
+
+
+def _held(session: Session, customer_id: str) -> tuple[int, int]:
+    """The customer's active holds: how many, and their value."""
+    count, cents = session.exec(
+        select(func.count(), func.coalesce(func.sum(ApprovalHold.amount_cents), 0)).where(
+            ApprovalHold.customer_id == customer_id, ApprovalHold.status == HoldStatus.HELD
+        )
+    ).one()
+    return count, cents
+
+
+def _approval_hold(session: Session, key: str) -> ApprovalHold | None:
+    return session.exec(select(ApprovalHold).where(ApprovalHold.hold_key == key)).first()
 
 
 def _payment(session: Session, key: str) -> Payment | None:

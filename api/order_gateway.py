@@ -107,6 +107,8 @@ def order_input(order_id: str, order: OrderIn, customer_id: str, settings: Setti
         task_queues=task_queues(settings),
         step_max_attempts=settings.step_max_attempts,
         step_heartbeat_timeout_s=settings.step_heartbeat_timeout_s,
+        max_held_orders=settings.max_held_orders_per_customer,
+        max_held_cents=settings.max_held_cents_per_customer,
         # Part of every step key: a later order reusing this ID shares none
         # (ARCHITECTURE.md, "Saga rules", rule 2).
         nonce=secrets.token_hex(16),
@@ -277,6 +279,15 @@ async def retry_order_compensations(
     request = RetryCompensationsRequest(operator=operator)
     closed = "order is {state}, not FAILED"
     return await _update(client, settings, order_id, "retry_compensations", request, closed)
+
+
+async def retry_order(
+    client: Client, settings: Settings, order_id: str, operator: str
+) -> OrderStatus:
+    """Run again whatever of the order failed for good: a step past the pivot or compensations."""
+    request = RetryCompensationsRequest(operator=operator)
+    closed = "order is {state}, not FAILED"
+    return await _update(client, settings, order_id, "retry", request, closed)
 
 
 async def _update(

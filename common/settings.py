@@ -92,8 +92,13 @@ class Settings(_ServiceSettings):
     circuit_open_s: int = Field(default=10, gt=0)
     # Statistics (rates, error ratio, latency percentiles, throughput) cover this window.
     stats_window_s: int = Field(default=60, gt=0)
-    # Load shedding: POST /orders answers 503 past this many sagas in flight.
+    # Load shedding: POST /orders answers 503 at this many checkouts actively running steps
+    # (the name predates the distinction); parked sagas, held for approval, waiting for a
+    # parcel or for an operator, never count (workflows/coordination_models.py, is_parked).
     max_in_flight_sagas: int = Field(default=2_000, gt=0)
+    # POST /orders/{id}/returns answers 503 at this many returns actively running steps
+    # (claiming, labelling, refunding); returns waiting for their parcel never count.
+    max_active_returns: int = Field(default=500, gt=0)
     shed_retry_after_s: int = Field(default=5, gt=0)
     # GET /coordination/stream sends a heartbeat comment when idle this long.
     sse_heartbeat_s: float = Field(default=15.0, gt=0)
@@ -127,8 +132,11 @@ class Settings(_ServiceSettings):
     max_validation_errors: int = Field(default=20, gt=0)
     stream_max_per_principal: int = Field(default=3, gt=0)
     stream_max_lifetime_s: float = Field(default=300.0, gt=0)
-    # Orders held for approval hold stock: a customer may have this many waiting at once.
+    # Orders held for approval hold stock and money: a customer may have this many, and
+    # this much in value, waiting at once. Enforced by the payments service's hold ledger,
+    # one customer at a time, so parallel orders cannot pass it (README, "Approval holds").
     max_held_orders_per_customer: int = Field(default=3, gt=0)
+    max_held_cents_per_customer: int = Field(default=1_000_000, gt=0)
 
     # --- Saga safety: step retry ceiling and heartbeats (workflows/order.py, guard.py) -----
     # Carried into each saga's input like step_timeout_s. A step before the pivot that

@@ -38,6 +38,10 @@ class FailureReason(StrEnum):
     INVALID_INPUT = "INVALID_INPUT"
     # A step kept failing until its retry ceiling (OrderInput.step_max_attempts).
     STEP_EXHAUSTED = "STEP_EXHAUSTED"
+    # The customer already holds the most orders (or value) waiting for approval at once.
+    HOLD_LIMIT_REACHED = "HOLD_LIMIT_REACHED"
+    # The capture, past the pivot, failed for good: the order waits FAILED for an operator.
+    CAPTURE_FAILED = "CAPTURE_FAILED"
 
 
 class BusinessError:
@@ -48,6 +52,8 @@ class BusinessError:
     UNDELIVERABLE = "Undeliverable"
     # The service's database (or its decoder) refused a value: retrying cannot help.
     INVALID_INPUT = "InvalidInput"
+    # The customer's orders waiting for approval are at their cap (count or value).
+    HOLD_LIMIT = "HoldLimitReached"
 
 
 # --- order input -------------------------------------------------------------------------
@@ -98,6 +104,10 @@ class OrderInput:
     # order reusing this workflow ID (after retention deleted this history) shares no key.
     # Last, and optional, so inputs recorded before it existed still decode.
     nonce: str | None = None
+    # The caps on what one customer may have waiting for approval at once, enforced by the
+    # payments service's hold ledger (serialized per customer), not by visibility.
+    max_held_orders: int = 3
+    max_held_cents: int = 1_000_000
 
 
 # --- order status (the `status` query and the workflow result) ----------------------------
@@ -119,6 +129,9 @@ class OrderStatus:
     updated_at: datetime | None = None
     # A Temporal cancel request arrived once the shipment existed: recorded, not obeyed.
     cancel_ignored: bool = False
+    # The inventory reservation this order bought: its returns claim against it, never
+    # against the order ID, which a later order may reuse once retention deleted this one.
+    reservation_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -256,6 +269,50 @@ class RefundPaymentInput:
 @dataclass(frozen=True)
 class RefundPaymentResult:
     outcome: RefundOutcome
+
+
+class HoldStatus(StrEnum):
+    """An approval hold's row value (payments_approval_hold.status)."""
+
+    HELD = "held"
+    RELEASED = "released"
+
+
+@dataclass(frozen=True)
+class HoldForApprovalInput:
+    """Hold an authorization for an operator's decision, within the customer's caps."""
+
+    idempotency_key: str
+    order_id: str
+    customer_id: str
+    # The authorize step's key: the authorization being held.
+    authorization_key: str
+    amount_cents: int
+    # This customer's holds at once, this one included.
+    max_held_orders: int
+    # Their total value held at once, this one included.
+    max_held_cents: int
+
+
+@dataclass(frozen=True)
+class HoldForApprovalResult:
+    # The customer's holds now, this one included.
+    held_orders: int
+    held_cents: int
+    attempt: int = 1
+
+
+@dataclass(frozen=True)
+class ReleaseApprovalHoldInput:
+    idempotency_key: str
+    # The hold_for_approval call's idempotency key.
+    hold_key: str
+    order_id: str
+
+
+@dataclass(frozen=True)
+class ReleaseApprovalHoldResult:
+    released: bool
 
 
 # --- shipping ------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from datetime import timedelta
 
 from temporalio import workflow
@@ -22,9 +23,13 @@ with workflow.unsafe.imports_passed_through():
         CreateShipmentInput,
         CreateShipmentResult,
         FailureReason,
+        HoldForApprovalInput,
+        HoldForApprovalResult,
         OrderInput,
         OrderState,
         OrderStatus,
+        ReleaseApprovalHoldInput,
+        ReleaseApprovalHoldResult,
         ReleaseStockInput,
         ReserveStockInput,
         ReserveStockResult,
@@ -38,12 +43,15 @@ with workflow.unsafe.imports_passed_through():
     from workflows.steps import (
         CUSTOMER_CANCELLED,
         IGNORED_CANCEL_NOTE,
+        IGNORED_WHILE_FAILED_NOTE,
         OPTIONAL_RETRY,
         STEP_RETRY,
         WORKFLOW_CANCELLED,
+        OperatorRetries,
         SafeError,
         SagaAborted,
         StepLimits,
+        StepRecord,
         Steps,
         StepStatus,
         dead_letters,
@@ -69,6 +77,7 @@ BUSINESS_FAILURES = {
     BusinessError.PAYMENT_DECLINED: FailureReason.PAYMENT_DECLINED,
     BusinessError.UNDELIVERABLE: FailureReason.UNDELIVERABLE,
     BusinessError.INVALID_INPUT: FailureReason.INVALID_INPUT,
+    BusinessError.HOLD_LIMIT: FailureReason.HOLD_LIMIT_REACHED,
 }
 
 # What the order status says about a failure, by its code (the ApplicationError type):
@@ -84,13 +93,16 @@ SAFE_MESSAGES = {
     "IdempotencyKeyReused": "a step key was used before for another operation",
     "CircuitOpen": "the service's circuit is open",
     "InjectedFault": "injected fault (chaos drill)",
+    BusinessError.HOLD_LIMIT: "this customer already has the most waiting for approval at once",
 }
 
 # Step names: also the suffix of each step's idempotency key, so never rename one.
-RESERVE, AUTHORIZE, APPROVAL, SHIP, CAPTURE, NOTIFY = (
+RESERVE, AUTHORIZE, HOLD, APPROVAL, END_HOLD, SHIP, CAPTURE, NOTIFY = (
     "reserve_stock",
     "authorize_payment",
+    "hold_for_approval",
     "await_approval",
+    "release_approval_hold",
     "create_shipment",
     "capture_payment",
     "send_confirmation",
@@ -111,6 +123,18 @@ NONCE_KEYS_PATCH = "step-keys-carry-order-nonce"
 # Steps heartbeat (a killed worker's step is retried within seconds) and the steps before
 # the pivot have a retry ceiling.
 STEP_LIMITS_PATCH = "step-heartbeat-and-retry-ceiling"
+# Past the pivot a step that fails for good leaves the order FAILED and open until an
+# operator's retry runs it again; before this patch it rolled the shipped order back.
+FORWARD_ONLY_PATCH = "forward-step-failed-waits-for-operator"
+# Waiting FAILED for an operator survives a Temporal cancel request (recorded, ignored);
+# before this patch the cancel closed the workflow with its failed work left undone.
+SURVIVE_CANCEL_PATCH = "operator-wait-survives-cancel"
+# An approval signal counts only while the order waits for approval; before this patch
+# one sent earlier decided the order in advance.
+EARLY_SIGNAL_PATCH = "approval-signal-only-while-held"
+# A hold for approval takes a slot in the payments service's hold ledger, serialized per
+# customer; before this patch the cap was a visibility count that a burst could pass.
+HOLD_LEDGER_PATCH = "approval-hold-ledger"
 
 
 @workflow.defn
@@ -121,8 +145,6 @@ class OrderWorkflow:
         self._status = OrderStatus(order_id=input.order_id, customer_id=input.customer_id)
         self._decision: ApprovalDecision | None = None
         self._shipping_started = False
-        self._retry_requested = False
-        self._retries_taken = 0
         self._saga = Saga(on_change=self._touch, messages=SAFE_MESSAGES)
         self._steps = Steps(
             self._status,
@@ -132,6 +154,9 @@ class OrderWorkflow:
             cancelled=FailureReason.CANCELLED_BY_CUSTOMER,
             messages=SAFE_MESSAGES,
             on_change=self._touch,
+        )
+        self._retries = OperatorRetries(
+            self._steps, survive_cancel=lambda: workflow.patched(SURVIVE_CANCEL_PATCH)
         )
         # Decided once per run by `workflow.patched` (see the patch IDs above).
         self._nonce_keys = False
@@ -157,6 +182,10 @@ class OrderWorkflow:
             # Temporal cancellation before the pivot: undo, then report it cancelled. Past
             # the pivot the steps swallow it (workflows/steps.py), so it never gets here.
             await self._roll_back(FailureReason.CANCELLED_BY_CUSTOMER)
+            if self._saga.failed and workflow.patched(SURVIVE_CANCEL_PATCH):
+                # A compensation failed for good: the cancel must not close the order
+                # with it undone. It waits FAILED for an operator like any other.
+                await self._await_operator_retries()
             raise
         return self._status
 
@@ -197,17 +226,40 @@ class OrderWorkflow:
     @workflow.update
     async def retry_compensations(self, request: RetryCompensationsRequest) -> OrderStatus:
         workflow.logger.info("operator %s retries failed compensations", request.operator)
-        self._retry_requested = True
-        # Answer once the retry has begun; the caller follows it through the status.
-        await workflow.wait_condition(lambda: self._status.status != OrderState.FAILED)
-        return self._status
+        return await self._retry_begun()
 
     @retry_compensations.validator
-    def _validate_retry(self, request: RetryCompensationsRequest) -> None:
-        if self._status.status != OrderState.FAILED or self._retry_requested:
-            raise ValueError(f"order is {self._status.status.value}, not FAILED")
+    def _validate_retry_compensations(self, request: RetryCompensationsRequest) -> None:
+        self._validate_failed()
         if not self._saga.failed:
             raise ValueError("no compensation of this order failed; there is nothing to retry")
+
+    @workflow.update
+    async def retry(self, request: RetryCompensationsRequest) -> OrderStatus:
+        """Run again whatever failed for good: a step past the pivot, or compensations."""
+        workflow.logger.info("operator %s retries what failed", request.operator)
+        return await self._retry_begun()
+
+    @retry.validator
+    def _validate_retry(self, request: RetryCompensationsRequest) -> None:
+        self._validate_failed()
+        if not self._saga.failed and self._steps.failed_step is None:
+            raise ValueError("nothing of this order failed for good; there is nothing to retry")
+
+    def _validate_failed(self) -> None:
+        if self._status.status != OrderState.FAILED or self._retries.requested:
+            state = self._status.status
+            raise ValueError(
+                "a retry of this order is already under way"
+                if state == OrderState.FAILED
+                else f"order is {state.value}; only a FAILED order can be retried"
+            )
+
+    async def _retry_begun(self) -> OrderStatus:
+        self._retries.requested = True
+        # Answer once the retry has begun; the caller follows it through the status.
+        await workflow.wait_condition(lambda: not self._retries.requested)
+        return self._status
 
     @workflow.update
     async def decide(self, decision: ApprovalDecision) -> OrderStatus:
@@ -232,11 +284,15 @@ class OrderWorkflow:
         self._record_signal_decision(ApprovalDecision(approved=False, operator="signal"))
 
     def _record_signal_decision(self, decision: ApprovalDecision) -> None:
-        # Signals cannot be refused, so a late or repeated one is logged and ignored.
-        if self._decision is None and not self._status.status.is_terminal:
+        # Signals cannot be refused, so an early, late or repeated one is logged and ignored:
+        # one sent before the order is held must not decide it in advance.
+        status = self._status.status
+        held = status == OrderState.AWAITING_APPROVAL
+        undecided = self._decision is None and not status.is_terminal
+        if undecided and (held or not workflow.patched(EARLY_SIGNAL_PATCH)):
             self._decision = decision
-        else:
-            workflow.logger.info("ignoring approval signal in state %s", self._status.status)
+            return
+        workflow.logger.info("ignoring approval signal in state %s", status)
 
     # --- the saga ------------------------------------------------------------------------
 
@@ -279,8 +335,12 @@ class OrderWorkflow:
             ),
         )
 
+        self._status.reservation_id = reservation.reservation_id
         if reservation.total_cents > input.approval_threshold_cents:
-            await self._await_approval()
+            if workflow.patched(HOLD_LEDGER_PATCH):
+                await self._held_for_approval(reservation.total_cents)
+            else:
+                await self._await_approval()
 
         self._shipping_started = True
         shipment = await steps.compensated(
@@ -307,16 +367,24 @@ class OrderWorkflow:
         # kind refunds it.
         steps.past_pivot = steps.past_pivot or workflow.patched(PIVOT_PATCH)
 
-        await steps.run(
-            CAPTURE,
-            lambda: workflow.execute_activity(
+        def capture() -> Awaitable[CapturePaymentResult]:
+            return workflow.execute_activity(
                 CAPTURE,
                 CapturePaymentInput(self._key(CAPTURE), self._key(AUTHORIZE), input.order_id),
                 result_type=CapturePaymentResult,
                 **limits.options(queues.payments, STEP_RETRY),
-            ),
-            forward_only=steps.past_pivot,
-        )
+            )
+
+        if steps.past_pivot and workflow.patched(FORWARD_ONLY_PATCH):
+            await steps.forward(
+                CAPTURE,
+                capture,
+                self._retries,
+                on_failed=self._forward_step_failed,
+                on_retried=self._forward_step_retried,
+            )
+        else:
+            await steps.run(CAPTURE, capture, forward_only=steps.past_pivot)
         if workflow.patched(NOTIFY_PATCH):
             await steps.optional(
                 NOTIFY,
@@ -339,6 +407,51 @@ class OrderWorkflow:
         self._status.current_step = None
         self._saga.complete()
         self._set_state(OrderState.COMPLETED)
+
+    async def _held_for_approval(self, total_cents: int) -> None:
+        """Take a slot in the customer's hold ledger, wait for a decision, free the slot.
+
+        The ledger (payments) serializes a customer's holds, so a burst of parallel orders
+        cannot pass the cap as it could a visibility count; an order beyond it rolls back
+        with HOLD_LIMIT_REACHED. The slot is freed as soon as the order is decided, and by
+        the compensation when it rolls back instead.
+        """
+        input, steps = self._input, self._steps
+        limits = steps.limits
+        hold_key = self._key(HOLD)
+        await steps.compensated(
+            HOLD,
+            action=lambda: workflow.execute_activity(
+                HOLD,
+                HoldForApprovalInput(
+                    hold_key,
+                    input.order_id,
+                    input.customer_id,
+                    self._key(AUTHORIZE),
+                    total_cents,
+                    max_held_orders=input.max_held_orders,
+                    max_held_cents=input.max_held_cents,
+                ),
+                result_type=HoldForApprovalResult,
+                **limits.options(input.task_queues.payments, limits.bounded_retry()),
+            ),
+            compensation=lambda retry: workflow.execute_activity(
+                END_HOLD,
+                ReleaseApprovalHoldInput(self._undo_key(HOLD), hold_key, input.order_id),
+                result_type=ReleaseApprovalHoldResult,
+                **limits.options(input.task_queues.payments, retry),
+            ),
+        )
+        await self._await_approval()
+        await steps.run(
+            END_HOLD,
+            lambda: workflow.execute_activity(
+                END_HOLD,
+                ReleaseApprovalHoldInput(self._key(END_HOLD), hold_key, input.order_id),
+                result_type=ReleaseApprovalHoldResult,
+                **limits.options(input.task_queues.payments, limits.bounded_retry()),
+            ),
+        )
 
     async def _await_approval(self) -> None:
         steps = self._steps
@@ -386,18 +499,25 @@ class OrderWorkflow:
 
         The failure is never swallowed: the order shows FAILED with the failed compensation
         (and the coordinator lists it as a dead letter) until the cause is fixed and the
-        `retry_compensations` update runs it again; then the order can end COMPENSATED.
+        `retry` (or `retry_compensations`) update runs it again; then the order can end
+        COMPENSATED. A Temporal cancel meanwhile is recorded and ignored.
         """
         if not self._saga.failed or not workflow.patched(OPERATOR_RETRY_PATCH):
             return
         while self._saga.failed:
-            await workflow.wait_condition(lambda: self._retry_requested)
+            await self._retries.wait(None)
             self._status.current_step = "compensating"
             self._set_state(OrderState.COMPENSATING)
-            self._retry_requested = False
-            self._retries_taken += 1
             await self._saga.retry_failed()
             self._finish_roll_back(self._status.failure_reason)
+
+    def _forward_step_failed(self, record: StepRecord) -> None:
+        self._status.failure_reason = FailureReason.CAPTURE_FAILED
+        self._set_state(OrderState.FAILED)
+
+    def _forward_step_retried(self) -> None:
+        self._status.failure_reason = None
+        self._set_state(OrderState.PENDING)
 
     # --- bookkeeping ---------------------------------------------------------------------
 
@@ -428,10 +548,13 @@ class OrderWorkflow:
             at=workflow.now(),
             terminal=status.status.is_terminal,
             stuck=dead_letters(
-                status.order_id, status.compensations, self._saga.policy.attempts_per_round
+                status.order_id,
+                status.compensations,
+                self._saga.policy.attempts_per_round,
+                self._steps.failed_step,
             ),
             saga_type=workflow.info().workflow_type,
-            retries=self._retries_taken,
+            retries=self._retries.taken,
         )
 
     def _key(self, step: str) -> str:
@@ -450,7 +573,8 @@ def details_markdown(status: OrderStatus) -> str:
     if status.failure_reason:
         lines.append(f"reason {escape_markdown(status.failure_reason.value)}")
     if status.cancel_ignored:
-        lines.append(escape_markdown(IGNORED_CANCEL_NOTE))
+        notes = {s.note for s in status.steps if s.note} or {IGNORED_WHILE_FAILED_NOTE}
+        lines += [escape_markdown(note) for note in sorted(notes)]
     stuck = [c.name for c in status.compensations if c.status.needs_attention]
     if stuck:
         lines.append(f"compensations needing attention: {escape_markdown(', '.join(stuck))}")

@@ -35,7 +35,7 @@ from temporalio.exceptions import ActivityError, RetryState
 
 from workflows.coordination_models import StuckCompensation
 from workflows.failures import SafeError, application_error, attempt_from, safe_error
-from workflows.saga import Compensation, CompensationRecord, Saga
+from workflows.saga import Compensation, CompensationRecord, CompensationStatus, Saga
 
 T = TypeVar("T")
 # A saga's own failure reasons (a StrEnum of its status), carried by SagaAborted.
@@ -60,6 +60,9 @@ OPTIONAL_RETRY = RetryPolicy(
 WORKFLOW_CANCELLED = SafeError("Cancelled", "workflow cancelled")
 CUSTOMER_CANCELLED = SafeError("CancelledByCustomer", "cancelled by customer")
 IGNORED_CANCEL_NOTE = "cancel ignored past the pivot"
+# A Temporal cancel while the saga waits FAILED for an operator: obeying it would close the
+# workflow with the failed work still undone (an authorization held, a parcel uncharged).
+IGNORED_WHILE_FAILED_NOTE = "cancel ignored while waiting for an operator's retry"
 
 
 class StepStatus(StrEnum):
@@ -174,6 +177,8 @@ class Steps(Generic[R]):
         self.limits = StepLimits()
         # Set once the saga passed its point of no return: cancels are ignored from then.
         self.past_pivot = False
+        # A step past the pivot that failed for good and waits for an operator's retry.
+        self.failed_step: StepRecord | None = None
 
     async def compensated(
         self,
@@ -294,10 +299,36 @@ class Steps(Generic[R]):
             except asyncio.CancelledError:
                 self.ignore_cancel(record)
 
-    def ignore_cancel(self, record: StepRecord) -> None:
-        workflow.logger.warning("Temporal cancel request ignored: past the pivot")
+    async def forward(
+        self,
+        name: str,
+        action: Callable[[], Awaitable[T]],
+        retries: OperatorRetries,
+        *,
+        on_failed: Callable[[StepRecord], None],
+        on_retried: Callable[[], None],
+    ) -> T:
+        """A step past the pivot: it retries without a ceiling, and never rolls back.
+
+        A failure for good (non-retryable: a poison pill, a business refusal) calls
+        `on_failed` (the saga shows FAILED, with this step as a dead letter) and waits for
+        an operator's retry, which runs the step again, as often as it takes.
+        """
+        while True:
+            try:
+                return await self.run(name, action, forward_only=True)
+            except SagaAborted:
+                self.failed_step = self._progress.steps[-1]
+            on_failed(self.failed_step)
+            await retries.wait(self.failed_step)
+            self.failed_step = None
+            on_retried()
+
+    def ignore_cancel(self, record: StepRecord | None, why: str = IGNORED_CANCEL_NOTE) -> None:
+        workflow.logger.warning("Temporal cancel request ignored: %s", why)
         self._progress.cancel_ignored = True
-        record.note = IGNORED_CANCEL_NOTE
+        if record is not None:
+            record.note = why
         self._on_change()
 
     # --- records -------------------------------------------------------------------------
@@ -315,6 +346,37 @@ class Steps(Generic[R]):
         record.error_code = error.code if error else None
         record.finished_at = workflow.now()
         self._on_change()
+
+
+class OperatorRetries:
+    """Where a FAILED saga waits for an operator: the `retry` updates set `requested`.
+
+    Waiting survives a Temporal cancel request (Web UI, CLI): the request is recorded on
+    the status (`cancel_ignored`) and the saga keeps waiting, when `survive_cancel()` (a
+    `workflow.patched` check, so older histories replay as they ran) says so.
+    """
+
+    def __init__(self, steps: Steps[Any], survive_cancel: Callable[[], bool]) -> None:
+        self._steps = steps
+        self._survive_cancel = survive_cancel
+        self.requested = False
+        # How many retries an operator asked for (each one is a new round of the saga).
+        self.taken = 0
+
+    async def wait(self, record: StepRecord | None) -> None:
+        """Until an operator asks for a retry; `record` is the failed step, if one is."""
+        while not self.requested:
+            try:
+                await workflow.wait_condition(lambda: self.requested)
+            except asyncio.CancelledError:
+                if record is not None and self._steps.past_pivot:
+                    self._steps.ignore_cancel(record)
+                elif self._survive_cancel():
+                    self._steps.ignore_cancel(record, IGNORED_WHILE_FAILED_NOTE)
+                else:
+                    raise
+        self.requested = False
+        self.taken += 1
 
 
 def _succeeded(step: asyncio.Future[Any]) -> bool:
@@ -338,9 +400,24 @@ def dead_letters(
     saga_id: str,
     compensations: Sequence[CompensationRecord],
     attempts_per_round: int,
+    failed_step: StepRecord | None = None,
 ) -> list[StuckCompensation]:
-    """The compensations of one saga that need an operator's eye (stuck or failed)."""
-    return [
+    """What of one saga needs an operator's eye: stuck or failed compensations, and a
+    forward step past the pivot that failed for good (`failed_step`)."""
+    failed = []
+    if failed_step is not None:
+        failed.append(
+            StuckCompensation(
+                order_id=saga_id,
+                compensation=failed_step.name,
+                status=CompensationStatus.FAILED,
+                rounds=1,
+                attempts=failed_step.attempts,
+                error=failed_step.error,
+                since=failed_step.started_at,
+            )
+        )
+    return failed + [
         StuckCompensation(
             order_id=saga_id,
             compensation=c.name,

@@ -21,6 +21,7 @@ from api.order_gateway import (
     load_order,
     order_exists,
     order_id_for,
+    retry_order,
     retry_order_compensations,
     start_order,
 )
@@ -53,6 +54,7 @@ _ORDER_OPERATIONS = {
     "ApproveOrder": "approve_orders__order_id__approve_post",
     "RejectOrder": "reject_orders__order_id__reject_post",
     "RetryCompensations": "retry_compensations_orders__order_id__retry_compensations_post",
+    "RetryOrder": "retry_orders__order_id__retry_post",
 }
 ORDER_LINKS = {
     "links": {
@@ -83,7 +85,9 @@ IdempotencyKey = Annotated[
             409: "this customer already has the most orders waiting for approval at once",
             422: "invalid body, an Idempotency-Key reused with another body, or an operator "
             "naming no customer_id",
-            503: f"{UNAVAILABLE}; or load shedding: intake paused or too many sagas in flight",
+            503: f"{UNAVAILABLE}; or load shedding: intake paused, or "
+            "SAGAWORKS_MAX_IN_FLIGHT_SAGAS checkouts actively running (sagas parked for "
+            "approval, a parcel or an operator do not count)",
         },
         body=True,
     )
@@ -229,6 +233,32 @@ async def retry_compensations(
     return OrderStatusOut.of(
         await retry_order_compensations(client, settings, order_id, operator.name)
     )
+
+
+@router.post(
+    "/{order_id}/retry",
+    status_code=202,
+    summary="Operator: run again whatever failed for good, once the cause is fixed",
+    description=(
+        "For a FAILED order: a step past the pivot that failed for good (the capture; the "
+        "order is shipped, so it only goes forward) runs again and the order goes on to "
+        "COMPLETED; failed compensations run again as with `/retry-compensations`. Answers "
+        "as the retry begins."
+    ),
+    responses=error_responses(
+        {404: "unknown order", 409: "not FAILED, or nothing failed for good", 503: UNAVAILABLE},
+        auth=OPERATOR_ANSWERS,
+        body=True,
+    ),
+)
+async def retry(
+    order_id: str,
+    operator: OperatorDep,
+    client: ClientDep,
+    settings: SettingsDep,
+    body: DecisionIn | None = None,
+) -> OrderStatusOut:
+    return OrderStatusOut.of(await retry_order(client, settings, order_id, operator.name))
 
 
 async def _decide(

@@ -552,14 +552,12 @@
   async function retryCompensations(sagaId) {
     // A dead letter names its saga: an order's compensations, or what a return's failed.
     const isReturn = sagaId.startsWith("return-");
-    const path = isReturn
-      ? `/returns/${encodeURIComponent(sagaId)}/retry`
-      : `/orders/${encodeURIComponent(sagaId)}/retry-compensations`;
+    // Both sagas' `/retry` runs again whatever failed for good: a step past the pivot or
+    // failed compensations.
+    const path = `/${isReturn ? "returns" : "orders"}/${encodeURIComponent(sagaId)}/retry`;
     await act(
-      isReturn
-        ? `Run what failed for good in ${sagaId} again?`
-        : `Run the failed compensations of ${sagaId} again?`,
-      isReturn ? `retry ${sagaId}` : `retry compensations of ${sagaId}`,
+      `Run what failed for good in ${sagaId} again?`,
+      `retry ${sagaId}`,
       "POST",
       path,
       { note: reason() },

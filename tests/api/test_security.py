@@ -338,3 +338,22 @@ async def test_orders_held_for_approval_are_capped_per_customer(api: Api) -> Non
     assert "waiting for approval" in refused.json()["detail"]
     for order_id in held:  # give the stock back
         assert (await api.http.post(f"/orders/{order_id}/cancel", headers=carol)).status_code == 202
+
+
+async def test_parallel_orders_cannot_pass_the_hold_cap(api: Api) -> None:
+    # Issue 17: a burst beats any count of eventually consistent visibility; the payments
+    # service's hold ledger takes one customer's holds one at a time.
+    _, dave = _customer(api)
+    body = _own_body(sku="SKU-3", quantity=1)
+    answers = await asyncio.gather(
+        *(api.http.post("/orders", json=body, headers=dave) for _ in range(12))
+    )
+    assert {a.status_code for a in answers} <= {202, 409}, [a.text for a in answers]
+    accepted = [a.json()["order_id"] for a in answers if a.status_code == 202]
+    ends = [await api.wait_for(o, "AWAITING_APPROVAL", "COMPENSATED") for o in accepted]
+    held = [o["order_id"] for o in ends if o["status"] == "AWAITING_APPROVAL"]
+    refused = [o for o in ends if o["status"] == "COMPENSATED"]
+    assert len(held) == 3, ends
+    assert {o["failure_reason"] for o in refused} <= {"HOLD_LIMIT_REACHED"}
+    for order_id in held:  # give the stock back
+        assert (await api.http.post(f"/orders/{order_id}/cancel", headers=dave)).status_code == 202

@@ -227,7 +227,7 @@ async def retry_a_dead_letter(driver: WebDriver, api: Api, folder: Path) -> None
     await api.wait_for(order_id, "COMPENSATED")
     await until(
         driver,
-        lambda d: any(f"retry compensations of {order_id}: done" in r for r in action_results(d)),
+        lambda d: any(f"retry {order_id}: done" in r for r in action_results(d)),
         "the retry's result",
     )
     await until(driver, lambda d: not d.find_elements(By.CSS_SELECTOR, letter), "the letter go")

@@ -226,11 +226,13 @@ async def test_cancel_signal_before_shipment_compensates(
     assert steps(result) == [
         ("reserve_stock", "succeeded", 1),
         ("authorize_payment", "succeeded", 1),
+        ("hold_for_approval", "succeeded", 1),
         ("await_approval", "cancelled", 1),
     ]
     assert compensations(result) == [
         ("reserve_stock", "succeeded"),
         ("authorize_payment", "succeeded"),
+        ("hold_for_approval", "succeeded"),
     ]
     assert stock(services.inventory, "SKU-3") == INITIAL_STOCK["SKU-3"]
     assert [p.status for p in payments_of(services.payments, input.order_id)] == ["voided"]
@@ -280,7 +282,9 @@ async def test_approve_signal_lets_a_high_value_order_complete(
     assert [s.name for s in result.steps] == [
         "reserve_stock",
         "authorize_payment",
+        "hold_for_approval",
         "await_approval",
+        "release_approval_hold",
         "create_shipment",
         "capture_payment",
         "send_confirmation",
@@ -310,6 +314,7 @@ async def test_reject_signal_compensates(
     assert compensations(result) == [
         ("reserve_stock", "succeeded"),
         ("authorize_payment", "succeeded"),
+        ("hold_for_approval", "succeeded"),
     ]
     assert stock(services.inventory, "SKU-3") == INITIAL_STOCK["SKU-3"]
     assert [p.status for p in payments_of(services.payments, input.order_id)] == ["voided"]
@@ -425,7 +430,7 @@ async def test_operator_retries_a_failed_compensation_once_the_cause_is_fixed(
             await waiting.execute_update(
                 OrderWorkflow.retry_compensations, RetryCompensationsRequest("ops")
             )
-        assert "not FAILED" in str(refused.value.cause)
+        assert "only a FAILED order can be retried" in str(refused.value.cause)
         await waiting.terminate("test over")
 
         gateway.fixed = True
@@ -503,6 +508,7 @@ async def test_workflow_cancellation_during_approval_compensates(
     assert compensations(final) == [
         ("reserve_stock", "succeeded"),
         ("authorize_payment", "succeeded"),
+        ("hold_for_approval", "succeeded"),
     ]
     assert stock(services.inventory, "SKU-3") == INITIAL_STOCK["SKU-3"]
     assert [p.status for p in payments_of(services.payments, input.order_id)] == ["voided"]
