@@ -33,8 +33,10 @@ from common.services import BUSINESS_SERVICES
 TERMINAL = frozenset({"COMPLETED", "COMPENSATED", "FAILED"})
 RETURN_TERMINAL = frozenset({"REFUNDED", "EXPIRED", "CANCELLED", "FAILED"})
 CAPTURE_SUFFIX = ":capture_payment"
+# An order held for approval: its slot in the payments hold ledger, a row of its own.
+HOLD_SUFFIX = ":hold_for_approval"
 # Steps that change an existing row instead of making one of their own.
-NO_ROW_SUFFIXES = (CAPTURE_SUFFIX, ":restock_items")
+NO_ROW_SUFFIXES = (CAPTURE_SUFFIX, ":restock_items", ":release_approval_hold")
 UNDO_SUFFIX = ":undo"
 EXAMPLES_KEPT = 20
 # What inventory seeds into a fresh database: the stock every check starts from.
@@ -89,6 +91,8 @@ class Databases:
     refunds: list[ReturnRow] = field(default_factory=list)
     labels: list[ReturnRow] = field(default_factory=list)
     return_effects: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    # Approval holds (payments): one row per held order, or a release's tombstone.
+    holds: list[Row] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -190,6 +194,14 @@ def read_databases(source: Path | Mapping[str, str]) -> Databases:
                 "SELECT return_id, order_id, refund_key, amount_cents FROM payments_refund",
             )
         ]
+    if _exists(urls["payments"]):
+        databases.holds = [
+            Row(order, key, status, amount)
+            for order, key, status, amount in rows(
+                "payments",
+                "SELECT order_id, hold_key, status, amount_cents FROM payments_approval_hold",
+            )
+        ]
     if _exists(urls["shipping"]):
         databases.labels = [
             ReturnRow(ret, order, key, status)
@@ -238,6 +250,7 @@ def check_all(
         compensated_net_zero(databases, orders),
         all_or_nothing(databases, orders),
         one_effect_per_key(databases),
+        no_hold_outlives_its_order(databases, orders),
         no_effect_for_unknown_orders(databases, orders, returns),
         every_return_terminal(returns),
         refunds_within_captures(databases),
@@ -363,6 +376,13 @@ def one_effect_per_key(databases: Databases) -> Check:
             if count > 1:
                 check.fail(f"{service}: {count} effect rows under key {key}")
         step_keys = {k.removesuffix(UNDO_SUFFIX) for k in keys if not k.endswith(NO_ROW_SUFFIXES)}
+        if service == "payments":
+            # Holds keep their rows in a table of their own, checked one for one here.
+            hold_keys = {k for k in step_keys if k.endswith(HOLD_SUFFIX)}
+            step_keys -= hold_keys
+            held = Counter(hold.key for hold in databases.holds)
+            for key in sorted(hold_keys ^ held.keys()):
+                check.fail(f"payments: hold key {key} without both its record and its row")
         for key in sorted(step_keys - effect_keys.keys()):
             check.fail(f"{service}: key {key} recorded without its effect")
         for key in sorted(effect_keys.keys() - step_keys):
@@ -374,6 +394,16 @@ def one_effect_per_key(databases: Databases) -> Check:
                     authorization = key.removesuffix(CAPTURE_SUFFIX) + ":authorize_payment"
                     if authorizations.get(authorization) != "captured":
                         check.fail(f"payments: {key} recorded, authorization not captured")
+    return check
+
+
+def no_hold_outlives_its_order(databases: Databases, orders: Mapping[str, str]) -> Check:
+    """An order that ended holds no slot of its customer's approval caps."""
+    held = [hold for hold in databases.holds if hold.status == "held"]
+    check = Check("no approval hold outlives its order", checked=len(databases.holds))
+    for hold in held:
+        if orders.get(hold.order_id) in TERMINAL:
+            check.fail(f"{hold.order_id}: {orders[hold.order_id]} but still holds {hold.key}")
     return check
 
 
