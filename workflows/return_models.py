@@ -73,6 +73,10 @@ class ReturnInput:
     step_max_attempts: int = 20
     step_heartbeat_timeout_s: int = 5
     task_queues: TaskQueues = field(default_factory=TaskQueues)
+    # The order's reservation (its `OrderStatus.reservation_id`): the purchase the claim
+    # takes back of, so an order ID reused after retention never shares claims. Optional
+    # and last, so inputs recorded before it existed still decode (they claim by order ID).
+    reservation_id: str | None = None
 
 
 @dataclass
@@ -119,6 +123,9 @@ class ClaimReturnInput:
     order_id: str
     return_id: str
     items: list[OrderItem]
+    # The purchase to take back of; None (a return started before it was carried) claims
+    # against the order's latest reservation. Last, so recorded inputs still decode.
+    reservation_id: str | None = None
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from workflows import lifecycle
-    from workflows.coordination_models import SagaSnapshot, StuckCompensation
+    from workflows.coordination_models import SagaSnapshot
     from workflows.models import BusinessError, CancelRequest, RetryCompensationsRequest
     from workflows.return_models import (
         CancelReturnLabelInput,
@@ -48,12 +48,13 @@ with workflow.unsafe.imports_passed_through():
         ReturnState,
         ReturnStatus,
     )
-    from workflows.saga import CompensationStatus, Saga
+    from workflows.saga import Saga
     from workflows.search_attributes import CUSTOMER_ID, FAILURE_REASON, ORDER_ID, RETURN_STATUS
     from workflows.steps import (
         CUSTOMER_CANCELLED,
         STEP_RETRY,
         WORKFLOW_CANCELLED,
+        OperatorRetries,
         SafeError,
         SagaAborted,
         StepLimits,
@@ -95,6 +96,10 @@ SAFE_MESSAGES = {
 }
 PARCEL_TIMEOUT = SafeError("ParcelTimeout", "no parcel arrived before the parcel timeout")
 
+# Waiting FAILED for an operator survives a Temporal cancel request (recorded, ignored);
+# before this patch a cancel closed a return whose compensation had failed for good.
+SURVIVE_CANCEL_PATCH = "operator-wait-survives-cancel"
+
 
 @workflow.defn
 class ReturnWorkflow:
@@ -120,10 +125,9 @@ class ReturnWorkflow:
         )
         # None while the claim runs; then whether the ledger took it (the API's 202 or 409).
         self._claimed: bool | None = None
-        self._retry_requested = False
-        self._retries_taken = 0
-        # A step past the pivot that failed for good and waits for an operator's retry.
-        self._failed_step: StepRecord | None = None
+        self._retries = OperatorRetries(
+            self._steps, survive_cancel=lambda: workflow.patched(SURVIVE_CANCEL_PATCH)
+        )
 
     @workflow.run
     async def run(self, input: ReturnInput) -> ReturnStatus:
@@ -146,6 +150,9 @@ class ReturnWorkflow:
             # A Temporal cancel before the pivot: undo, then report it cancelled. Past the
             # pivot the steps ignore it, so it never gets here.
             await self._roll_back(ReturnFailure.CANCELLED_BY_CUSTOMER)
+            if self._saga.failed and workflow.patched(SURVIVE_CANCEL_PATCH):
+                # A compensation failed for good: wait FAILED for an operator first.
+                await self._await_compensation_retries()
             raise
         # An update may still be answering (admission, receive): let it finish first.
         await workflow.wait_condition(workflow.all_handlers_finished)
@@ -200,20 +207,24 @@ class ReturnWorkflow:
             raise ValueError("the return was cancelled")
         if self._claimed is not True:
             raise ValueError("the return is still being admitted; try again in a moment")
+        if status.current_step != AWAIT_PARCEL:
+            # Received while the label step runs, the parcel would be lost if that step then
+            # failed and rolled the return back: it is taken only once the label exists.
+            raise ValueError("the return label is still being issued; try again in a moment")
 
     @workflow.update
     async def retry(self, request: RetryCompensationsRequest) -> ReturnStatus:
         workflow.logger.info("operator %s retries what failed", request.operator)
-        self._retry_requested = True
+        self._retries.requested = True
         # Answer once the retry has begun; the caller follows it through the status.
-        await workflow.wait_condition(lambda: not self._retry_requested)
+        await workflow.wait_condition(lambda: not self._retries.requested)
         return self._status
 
     @retry.validator
     def _validate_retry(self, request: RetryCompensationsRequest) -> None:
-        if self._status.status != ReturnState.FAILED or self._retry_requested:
+        if self._status.status != ReturnState.FAILED or self._retries.requested:
             raise ValueError(f"return is {self._status.status.value}, not FAILED")
-        if not self._saga.failed and self._failed_step is None:
+        if not self._saga.failed and self._steps.failed_step is None:
             raise ValueError("nothing of this return failed for good; there is nothing to retry")
 
     @property
@@ -231,7 +242,11 @@ class ReturnWorkflow:
                 action=lambda: workflow.execute_activity(
                     CLAIM,
                     ClaimReturnInput(
-                        self._key(CLAIM), input.order_id, input.return_id, input.items
+                        self._key(CLAIM),
+                        input.order_id,
+                        input.return_id,
+                        input.items,
+                        reservation_id=input.reservation_id,
                     ),
                     result_type=ClaimReturnResult,
                     **limits.options(queues.inventory, limits.bounded_retry()),
@@ -322,28 +337,21 @@ class ReturnWorkflow:
     async def _forward(self, name: str, action: Callable[[], Awaitable[Any]]) -> None:
         """A step past the pivot: it retries without a ceiling; failed for good, an operator
         retries it once the cause is fixed, as often as it takes."""
-        while True:
-            try:
-                await self._steps.run(name, action, forward_only=True)
-                return
-            except SagaAborted:
-                self._failed_step = self._status.steps[-1]
-            self._status.failure_reason = FORWARD_FAILURES[name]
-            self._set_state(ReturnState.FAILED)
-            await self._until_retried(self._failed_step)
-            self._failed_step = None
-            self._status.failure_reason = None
-            self._set_state(ReturnState.REFUNDING)
+        await self._steps.forward(
+            name,
+            action,
+            self._retries,
+            on_failed=self._forward_step_failed,
+            on_retried=self._forward_step_retried,
+        )
 
-    async def _until_retried(self, record: StepRecord) -> None:
-        # Past the pivot a Temporal cancel is recorded and ignored here too.
-        while not self._retry_requested:
-            try:
-                await workflow.wait_condition(lambda: self._retry_requested)
-            except asyncio.CancelledError:
-                self._steps.ignore_cancel(record)
-        self._retry_requested = False
-        self._retries_taken += 1
+    def _forward_step_failed(self, record: StepRecord) -> None:
+        self._status.failure_reason = FORWARD_FAILURES[record.name]
+        self._set_state(ReturnState.FAILED)
+
+    def _forward_step_retried(self) -> None:
+        self._status.failure_reason = None
+        self._set_state(ReturnState.REFUNDING)
 
     async def _roll_back(self, reason: ReturnFailure | None) -> None:
         self._status.failure_reason = reason
@@ -367,9 +375,7 @@ class ReturnWorkflow:
     async def _await_compensation_retries(self) -> None:
         """A compensation failed for good: FAILED and open until an operator retries it."""
         while self._saga.failed:
-            await workflow.wait_condition(lambda: self._retry_requested)
-            self._retry_requested = False
-            self._retries_taken += 1
+            await self._retries.wait(None)
             self._status.current_step = COMPENSATING
             self._touch()
             await self._saga.retry_failed()
@@ -397,23 +403,13 @@ class ReturnWorkflow:
 
     def _snapshot(self) -> SagaSnapshot:
         status = self._status
+        # A failed forward step is a dead letter too: it waits for an operator.
         stuck = dead_letters(
-            status.return_id, status.compensations, self._saga.policy.attempts_per_round
+            status.return_id,
+            status.compensations,
+            self._saga.policy.attempts_per_round,
+            self._steps.failed_step,
         )
-        failed = self._failed_step
-        if failed is not None:
-            # A failed forward step is a dead letter too: it waits for an operator.
-            stuck.append(
-                StuckCompensation(
-                    order_id=status.return_id,
-                    compensation=failed.name,
-                    status=CompensationStatus.FAILED,
-                    rounds=1,
-                    attempts=failed.attempts,
-                    error=failed.error,
-                    since=failed.started_at,
-                )
-            )
         return SagaSnapshot(
             order_id=status.return_id,
             status=status.status.value,
@@ -422,7 +418,7 @@ class ReturnWorkflow:
             terminal=status.status.is_terminal,
             stuck=stuck,
             saga_type=workflow.info().workflow_type,
-            retries=self._retries_taken,
+            retries=self._retries.taken,
         )
 
     def _key(self, step: str) -> str:

@@ -33,6 +33,7 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.exceptions import ApplicationError
 
 from activities.payments import PaymentActivities
+from tests.histories.operator_record import record_operator_paths
 from tests.histories.return_record import record_returns
 from tests.support.api_client import poll
 from tests.support.temporal import dev_server_env, time_skipping_env
@@ -138,7 +139,7 @@ async def record(target: Path = HERE) -> list[Path]:
                 written.append(path)
         for engine in services.engines:
             engine.dispose()
-    return written + await record_returns(target)
+    return written + await record_returns(target) + await record_operator_paths(target)
 
 
 async def _record_operator_retry(client: Client, services: Services) -> str:

@@ -14,6 +14,12 @@ breaks sagas that are running in production; here it breaks CI first.
   three patched, and a Temporal cancel during capture that still rolled back (it fails
   to replay if the pivot loses its patch); never re-recorded either.
 
+- `tests/histories/before_patches/operator_paths/*.json`: the paths where a saga waits for
+  a person, recorded by the code before issue 17's patches (a capture failing for good
+  rolled back, a Temporal cancel closed a FAILED saga, an early approval signal decided
+  the order); beside them, the same paths recorded with the patches
+  (tests/histories/operator_record.py). Never re-recorded either.
+
 Re-record with `make histories` only for deliberate, unpatched changes.
 """
 
@@ -27,16 +33,22 @@ import pytest
 from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
+from tests.histories.operator_record import NOT_BEFORE
+from tests.histories.operator_record import PATHS as OPERATOR_RECORDED
 from tests.histories.return_record import PATHS as RETURN_RECORDED
 from tests.support.codec import TEST_DATA_CONVERTER
 from workflows.coordination_shard import CoordinatorShardWorkflow
 from workflows.coordinator import CoordinatorWorkflow
 from workflows.order import (
+    EARLY_SIGNAL_PATCH,
+    FORWARD_ONLY_PATCH,
+    HOLD_LEDGER_PATCH,
     NONCE_KEYS_PATCH,
     NOTIFY_PATCH,
     OPERATOR_RETRY_PATCH,
     PIVOT_PATCH,
     STEP_LIMITS_PATCH,
+    SURVIVE_CANCEL_PATCH,
 )
 from workflows.registry import SAGA_WORKFLOWS
 
@@ -115,3 +127,24 @@ def test_the_patched_changes_are_real() -> None:
     assert patches("order_happy_path") >= SAFETY_PATCHES
     assert patches("order_cancel_past_pivot") >= SAFETY_PATCHES
     assert patches("order_poison_pill") & SAFETY_PATCHES == {NONCE_KEYS_PATCH, STEP_LIMITS_PATCH}
+
+
+# Where a saga waits for a person (issue 17, tests/histories/operator_record.py): each path
+# recorded with the patch it exercises, and by the code before it (which must still replay).
+OPERATOR_PATCHES = {
+    "order_capture_failed_retry": FORWARD_ONLY_PATCH,
+    "order_cancel_while_failed": SURVIVE_CANCEL_PATCH,
+    "order_early_signal": EARLY_SIGNAL_PATCH,
+    "order_hold_limit": HOLD_LEDGER_PATCH,
+    "return_cancel_while_failed": SURVIVE_CANCEL_PATCH,
+}
+
+
+def test_the_operator_paths_are_recorded_before_and_after_their_patches() -> None:
+    assert set(OPERATOR_PATCHES) == set(OPERATOR_RECORDED)
+    for name, patch in OPERATOR_PATCHES.items():
+        assert patch in patches(name), name
+        if name not in NOT_BEFORE:
+            assert patches(f"before_patches/operator_paths/{name}") & {patch} == set(), name
+    # The older held orders were recorded before the hold ledger existed.
+    assert HOLD_LEDGER_PATCH not in patches("order_approved")
