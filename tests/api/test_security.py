@@ -65,6 +65,7 @@ OPERATOR_ROUTES = [
     ("POST", "/orders/order-{unknown}/approve", {}),
     ("POST", "/orders/order-{unknown}/reject", {}),
     ("POST", "/orders/order-{unknown}/retry-compensations", {}),
+    ("POST", "/orders/order-{unknown}/retry", {}),
     ("GET", "/coordination", None),
     ("GET", "/coordination/stream", None),
     ("POST", "/coordination/operate", {"action": "pause_intake"}),

@@ -104,3 +104,44 @@ async def test_retry_is_refused_for_orders_that_did_not_fail(system: Api) -> Non
     assert response.status_code == 409
     unknown = await system.http.post("/orders/order-" + "0" * 32 + "/retry-compensations")
     assert unknown.status_code == 404
+
+
+async def test_a_capture_failing_for_good_waits_for_an_operator_and_never_rolls_back(
+    system: Api,
+) -> None:
+    # Issue 17: past the pivot the shipped order only goes forward. A non-retryable capture
+    # failure leaves it FAILED with the capture as its dead letter, nothing undone, until
+    # `POST /orders/{id}/retry` runs the capture again.
+    refused = {"error_ratio": 1.0, "activity": "capture_payment", "non_retryable": True}
+    assert (await system.http.put("/admin/faults/payments", json=refused)).status_code == 200
+    try:
+        order_id = await system.place(order_body())
+        failed = await system.wait_for(order_id, "FAILED", "COMPENSATED", within=60)
+        assert (failed["status"], failed["failure_reason"]) == ("FAILED", "CAPTURE_FAILED")
+        assert all(c["status"] == "pending" for c in failed["compensations"])
+        assert payment_status(system, order_id) == ["authorized"]
+        letters = await poll(
+            lambda: dead_letters(system),
+            lambda found: any(d["order_id"] == order_id for d in found),
+            within=20,
+        )
+        [letter] = [d for d in letters if d["order_id"] == order_id]
+        assert (letter["compensation"], letter["status"]) == ("capture_payment", "failed")
+        # Only compensations run on this route, and none failed.
+        nothing = await system.http.post(f"/orders/{order_id}/retry-compensations")
+        assert nothing.status_code == 409, nothing.text
+    finally:
+        assert (await system.http.delete("/admin/faults/payments")).status_code == 204
+
+    retried = await system.http.post(f"/orders/{order_id}/retry", json={"note": "fixed"})
+    assert retried.status_code == 202, retried.text
+    done = await system.wait_for(order_id, "COMPLETED", "FAILED", within=60)
+    assert done["status"] == "COMPLETED"
+    assert payment_status(system, order_id) == ["captured"]
+    await poll(
+        lambda: dead_letters(system),
+        lambda found: all(d["order_id"] != order_id for d in found),
+        within=20,
+    )
+    again = await system.http.post(f"/orders/{order_id}/retry")
+    assert again.status_code == 409
