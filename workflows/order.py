@@ -43,7 +43,6 @@ with workflow.unsafe.imports_passed_through():
     from workflows.steps import (
         CUSTOMER_CANCELLED,
         IGNORED_CANCEL_NOTE,
-        IGNORED_WHILE_FAILED_NOTE,
         OPTIONAL_RETRY,
         STEP_RETRY,
         WORKFLOW_CANCELLED,
@@ -573,7 +572,7 @@ def details_markdown(status: OrderStatus) -> str:
     if status.failure_reason:
         lines.append(f"reason {escape_markdown(status.failure_reason.value)}")
     if status.cancel_ignored:
-        notes = {s.note for s in status.steps if s.note} or {IGNORED_WHILE_FAILED_NOTE}
+        notes = {s.note for s in status.steps if s.note} or {IGNORED_CANCEL_NOTE}
         lines += [escape_markdown(note) for note in sorted(notes)]
     stuck = [c.name for c in status.compensations if c.status.needs_attention]
     if stuck:

@@ -325,8 +325,12 @@ class Steps(Generic[R]):
             on_retried()
 
     def ignore_cancel(self, record: StepRecord | None, why: str = IGNORED_CANCEL_NOTE) -> None:
+        """Record a Temporal cancel request that is not obeyed, on `record` (by default the
+        saga's last step), so the status and the Web UI say why."""
         workflow.logger.warning("Temporal cancel request ignored: %s", why)
         self._progress.cancel_ignored = True
+        steps = self._progress.steps
+        record = record or (steps[-1] if steps else None)
         if record is not None:
             record.note = why
         self._on_change()

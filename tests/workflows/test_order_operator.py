@@ -45,6 +45,7 @@ from workflows.models import (
     RetryCompensationsRequest,
 )
 from workflows.order import OrderWorkflow
+from workflows.steps import IGNORED_WHILE_FAILED_NOTE
 
 # SKU-3 costs 189_000 cents, above the default approval threshold of 100_000.
 HIGH_VALUE = [("SKU-3", 1)]
@@ -132,6 +133,7 @@ async def test_a_failed_order_waiting_for_an_operator_survives_a_temporal_cancel
         await handle.cancel()
         ignored = await wait_for_status(handle, lambda s: s.cancel_ignored)
         assert ignored.status == OrderState.FAILED
+        assert ignored.steps[-1].note == IGNORED_WHILE_FAILED_NOTE
         assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
 
         gateway.fixed = True
