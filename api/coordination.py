@@ -2,11 +2,17 @@
 
 One `CoordinationView` per API process caches the coordinator's state for a second, so a
 burst of requests (every POST /orders consults it) costs one query, not one each.
+
+Shedding counts the sagas of the requested type that actively run steps
+(`sagas.active_by_type`), against that type's cap from settings; parked sagas (held for
+approval, waiting for a parcel or an operator: `is_parked`) never count, so days of
+returns waiting for parcels cannot refuse a single checkout.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 import uuid
@@ -23,12 +29,31 @@ from workflows.coordination_models import CoordinationState, OperateRequest
 from workflows.coordinator import CoordinatorWorkflow
 from workflows.faults import FaultChange, FaultConfigWorkflow
 from workflows.models import ConfigureFaultInput, FaultState
+from workflows.order import OrderWorkflow
+from workflows.returns import ReturnWorkflow
 
 log = logging.getLogger("sagaworks.api")
 
 CACHE_S = 1.0
 # Past this age a cached state is not served: intake decisions need a live view.
 TRUST_S = 10.0
+CHECKOUT = OrderWorkflow.__name__
+RETURN = ReturnWorkflow.__name__
+# What each shed saga type is called in a 503's detail.
+NOUNS = {CHECKOUT: "checkouts", RETURN: "returns"}
+
+
+def active_caps(settings: Settings) -> dict[str, int]:
+    """The cap on sagas actively running steps, per saga type that intake sheds.
+
+    Args:
+        settings: the API's settings.
+
+    Returns:
+        Workflow type to cap: checkouts `SAGAWORKS_MAX_IN_FLIGHT_SAGAS`, returns
+        `SAGAWORKS_MAX_ACTIVE_RETURNS`.
+    """
+    return {CHECKOUT: settings.max_in_flight_sagas, RETURN: settings.max_active_returns}
 
 
 class CoordinatorNotRunning(ApiError):
@@ -79,12 +104,17 @@ class CoordinationView:
         metrics.COORDINATION.observe(state)  # the gauges follow every read
         return state
 
+    def _with_caps(self, state: CoordinationState) -> CoordinationState:
+        # The caps are the API's settings, not the coordinator's: shown beside the counts.
+        sagas = dataclasses.replace(state.sagas, active_caps=active_caps(self._settings))
+        return dataclasses.replace(state, sagas=sagas)
+
     async def _query(self) -> CoordinationState:
         handle = self._client.get_workflow_handle_for(
             CoordinatorWorkflow.run, self._settings.coordinator_workflow_id
         )
         try:
-            return await bounded(
+            state = await bounded(
                 self._settings,
                 lambda t: handle.query(CoordinatorWorkflow.state, rpc_timeout=t),
             )
@@ -92,6 +122,7 @@ class CoordinationView:
             if err.status == RPCStatusCode.NOT_FOUND:
                 raise CoordinatorNotRunning() from err
             raise
+        return self._with_caps(state)
 
     async def operate(self, request: OperateRequest) -> CoordinationState:
         handle = self._client.get_workflow_handle_for(
@@ -110,12 +141,20 @@ class CoordinationView:
             if err.status == RPCStatusCode.NOT_FOUND:
                 raise CoordinatorNotRunning() from err
             raise
+        state = self._with_caps(state)
         self._state, self._fetched = state, time.monotonic()
         metrics.COORDINATION.observe(state)
         return state
 
-    async def check_intake(self) -> None:
-        """Raise `Overloaded` while intake is paused or too many sagas are in flight."""
+    async def check_intake(self, saga_type: str = CHECKOUT) -> None:
+        """Refuse a new saga while intake is paused or its type's active sagas are at the cap.
+
+        Args:
+            saga_type: the workflow type about to start; pausing intake stops checkouts.
+
+        Raises:
+            Overloaded: shed with 503 and Retry-After.
+        """
         settings = self._settings
         if not settings.coordination_enabled:
             return
@@ -126,14 +165,16 @@ class CoordinationView:
             log.warning("intake check skipped: %s", err.detail)
             return
         retry_after = settings.shed_retry_after_s
-        if state.intake.paused:
+        if state.intake.paused and saga_type == CHECKOUT:
             metrics.LOAD_SHED.labels("intake_paused").inc()
             raise Overloaded(f"intake is paused ({state.intake.reason}); retry later", retry_after)
-        if state.sagas.in_flight >= settings.max_in_flight_sagas:
+        cap = active_caps(settings).get(saga_type)
+        active = state.sagas.active_by_type.get(saga_type, 0)
+        if cap is not None and active >= cap:
             metrics.LOAD_SHED.labels("too_many_in_flight").inc()
             raise Overloaded(
-                f"{state.sagas.in_flight} sagas in flight (limit "
-                f"{settings.max_in_flight_sagas}); retry later",
+                f"{active} {NOUNS.get(saga_type, saga_type)} actively running (limit {cap}; "
+                "sagas parked for approval, a parcel or an operator do not count); retry later",
                 retry_after,
             )
 

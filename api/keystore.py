@@ -13,9 +13,11 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, Session, SQLModel, select
 
+from api.idempotency import IdempotencyKeyUse
 from api.principals import Principal, Role
 from common import migrate
 from common.db import make_engine
@@ -54,7 +56,7 @@ class GatewaySecret(SQLModel, table=True):
 
 
 # The gateway database's tables (migrations/gateway/ holds their history).
-TABLES = [ApiKey, BrowserSession, GatewaySecret]
+TABLES = [ApiKey, BrowserSession, GatewaySecret, IdempotencyKeyUse]
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,11 @@ class KeyStore:
         self._engine = make_engine(database_url)
         # Every API process and key command migrates at start; a lock lets one do it.
         migrate.upgrade("gateway", self._engine)
+
+    @property
+    def engine(self) -> Engine:
+        """The gateway database, migrated: what the Idempotency-Key ledger shares."""
+        return self._engine
 
     def _session(self) -> Session:
         return Session(self._engine, expire_on_commit=False)

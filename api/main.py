@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 from fastapi import FastAPI
 
@@ -12,6 +13,7 @@ from api.body_limit import BodyLimitMiddleware
 from api.coordination import CoordinationView
 from api.errors import install_error_handlers
 from api.hosts import TrustedHosts
+from api.idempotency import IdempotencyLedger
 from api.routes import (
     admin,
     codec,
@@ -56,6 +58,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.gatekeeper = Gatekeeper(settings)
+    app.state.idempotency = IdempotencyLedger(
+        app.state.gatekeeper.keys.engine, timedelta(days=settings.idempotency_key_ttl_days)
+    )
     app.state.stream_slots = StreamSlots(settings.stream_max_per_principal)
     install_error_handlers(app)
     app.include_router(orders.router)

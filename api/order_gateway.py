@@ -34,6 +34,7 @@ from api.errors import (
     OrderNotFound,
     UnprocessableRequest,
 )
+from api.idempotency import KeyedRequest, key_reused
 from api.principals import Principal
 from api.schemas import OrderIn
 from api.temporal_calls import bounded, describe, keyed_id, refusal
@@ -138,10 +139,30 @@ async def start_order(
     order: OrderIn,
     customer_id: str,
     order_id: str,
-    replayable: bool,
+    keyed: KeyedRequest | None,
 ) -> tuple[str, OrderState, bool]:
-    """Start the saga; returns (order_id, status, replayed)."""
+    """Start the saga, or answer a repeat of its Idempotency-Key without starting anything.
+
+    Args:
+        client: The Temporal client.
+        settings: The gateway's settings.
+        order: The request body.
+        customer_id: Whom the order is for (`customer_for`).
+        order_id: The saga ID (`order_id_for`).
+        keyed: The request's Idempotency-Key and its earlier start, or None without one.
+
+    Returns:
+        (order_id, status, replayed).
+
+    Raises:
+        UnprocessableRequest: The key was used with another body (422).
+        SagaForgotten: The key's order is no longer in Temporal (409).
+    """
     fingerprint = request_hash(order, customer_id)
+    if keyed is not None and keyed.earlier is not None:
+        # Within the key's TTL a repeat is only ever answered, never started again: even
+        # when retention deleted the first order and the ID would be free to start.
+        return order_id, await _replayed(client, settings, order_id, fingerprint, keyed), True
     count = sum(i.quantity for i in order.items)
     try:
         await bounded(
@@ -166,19 +187,34 @@ async def start_order(
                 rpc_timeout=timeout,
             ),
         )
-        SAGAS_STARTED.labels("OrderWorkflow").inc()
-        return order_id, OrderState.PENDING, False
     except WorkflowAlreadyStartedError:
-        if not replayable:
+        if keyed is None:
             raise
-    existing = await describe_order(client, settings, order_id)
+        # A concurrent POST with the same key started it, or it predates the ledger.
+        state = await _replayed(client, settings, order_id, fingerprint, keyed)
+        await keyed.record(fingerprint)
+        return order_id, state, True
+    SAGAS_STARTED.labels("OrderWorkflow").inc()
+    if keyed is not None:
+        # Only once started: a start that failed leaves the key free for a retry.
+        await keyed.record(fingerprint)
+    return order_id, OrderState.PENDING, False
+
+
+async def _replayed(
+    client: Client, settings: Settings, order_id: str, fingerprint: str, keyed: KeyedRequest
+) -> OrderState:
+    """The state of the order an earlier request with the same key and body started."""
+    try:
+        existing = await describe_order(client, settings, order_id)
+    except OrderNotFound:
+        if keyed.earlier is None:
+            raise
+        raise keyed.forgotten(fingerprint, "order") from None
     if await existing.memo_value(REQUEST_HASH_MEMO, None) != fingerprint:
-        raise UnprocessableRequest(
-            "Idempotency-Key was already used with a different request body; "
-            "use a new key for a new order"
-        )
+        raise key_reused("order")
     state = existing.typed_search_attributes.get(ORDER_STATUS) or OrderState.PENDING.value
-    return order_id, OrderState(state), True
+    return OrderState(state)
 
 
 # --- reading -----------------------------------------------------------------------------------

@@ -31,7 +31,8 @@ from temporalio.common import (
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.errors import ApiError, UnprocessableRequest
+from api.errors import ApiError
+from api.idempotency import KeyedRequest, key_reused
 from api.order_gateway import describe_order, owns, task_queues
 from api.principals import Principal
 from api.return_schemas import ReturnIn, ReturnSummary
@@ -39,7 +40,13 @@ from api.temporal_calls import bounded, describe, keyed_id, refusal
 from api.visibility import SagaIndex, enum_or_none, list_page
 from common.metrics import SAGAS_STARTED
 from common.settings import Settings
-from workflows.models import CancelRequest, OrderItem, OrderState, RetryCompensationsRequest
+from workflows.models import (
+    CancelRequest,
+    OrderItem,
+    OrderState,
+    OrderStatus,
+    RetryCompensationsRequest,
+)
 from workflows.return_models import (
     ReceiveRequest,
     ReturnFailure,
@@ -124,11 +131,18 @@ async def start_return(
     order: WorkflowExecutionDescription,
     body: ReturnIn,
     return_id: str,
-    replayable: bool,
+    keyed: KeyedRequest | None,
 ) -> tuple[ReturnStatus, bool]:
-    """Start the saga and wait for its claim; returns (status, replayed). 409 when refused."""
+    """Start the saga and wait for its claim; returns (status, replayed). 409 when refused.
+
+    A repeat of an Idempotency-Key the ledger remembers is only answered, never started
+    again (409 when Temporal no longer has its return); see api/idempotency.py.
+    """
     customer_id = order.typed_search_attributes.get(CUSTOMER_ID) or ""
     fingerprint = request_hash(order.id, body)
+    if keyed is not None and keyed.earlier is not None:
+        await _replayed(client, settings, return_id, fingerprint, keyed)
+        return await _claimed(client, settings, return_id), True
     input = ReturnInput(
         return_id=return_id,
         order_id=order.id,
@@ -142,6 +156,7 @@ async def start_return(
         step_max_attempts=settings.step_max_attempts,
         step_heartbeat_timeout_s=settings.step_heartbeat_timeout_s,
         task_queues=task_queues(settings),
+        reservation_id=await _reservation_of(client, settings, order),
     )
     count = sum(i.quantity for i in body.items)
     replayed = False
@@ -174,19 +189,51 @@ async def start_return(
         )
         SAGAS_STARTED.labels(ReturnWorkflow.__name__).inc()
     except WorkflowAlreadyStartedError:
-        if not replayable:
+        if keyed is None:
             raise
-        existing = await describe_return(client, settings, return_id)
-        if await existing.memo_value(REQUEST_HASH_MEMO, None) != fingerprint:
-            raise UnprocessableRequest(
-                "Idempotency-Key was already used with a different request body; "
-                "use a new key for a new return"
-            ) from None
+        # A concurrent request with the same key started it, or it predates the ledger.
+        await _replayed(client, settings, return_id, fingerprint, keyed)
         replayed = True
+    if keyed is not None:
+        # Recorded once started, before the claim is decided (a refused return is a start
+        # too); a start that failed leaves the key free for a retry.
+        await keyed.record(fingerprint)
+    return await _claimed(client, settings, return_id), replayed
+
+
+async def _replayed(
+    client: Client, settings: Settings, return_id: str, fingerprint: str, keyed: KeyedRequest
+) -> None:
+    """Check that the return this key started had the same body, and is still known."""
+    try:
+        existing = await describe_return(client, settings, return_id)
+    except ReturnNotFound:
+        if keyed.earlier is None:
+            raise
+        raise keyed.forgotten(fingerprint, "return") from None
+    if await existing.memo_value(REQUEST_HASH_MEMO, None) != fingerprint:
+        raise key_reused("return")
+
+
+async def _claimed(client: Client, settings: Settings, return_id: str) -> ReturnStatus:
+    """The return once its claim is decided; 409 when inventory's claim ledger refused it."""
     status = await _admission(client, settings, return_id)
     if status.failure_reason in REFUSED:
         raise ReturnConflict(f"return {return_id} refused: {REFUSED[status.failure_reason]}")
-    return status, replayed
+    return status
+
+
+async def _reservation_of(
+    client: Client, settings: Settings, order: WorkflowExecutionDescription
+) -> str | None:
+    """The reservation the completed order bought with, from its result in history.
+
+    None for an order completed before its status carried one: its returns then claim
+    by order ID, as they always did.
+    """
+    handle = client.get_workflow_handle(order.id, run_id=order.run_id, result_type=OrderStatus)
+    status: OrderStatus = await bounded(settings, lambda t: handle.result(rpc_timeout=t))
+    return status.reservation_id
 
 
 async def _admission(client: Client, settings: Settings, return_id: str) -> ReturnStatus:

@@ -23,6 +23,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from temporalio import workflow
 
+from workflows import compensations
 from workflows.coordination_models import (
     LATENCY_BOUNDS_MS,
     CircuitPhase,
@@ -36,8 +37,9 @@ log = logging.getLogger("sagaworks.metrics")
 
 # The same bucket bounds the workers report to the coordinator, in seconds.
 LATENCY_BUCKETS_S = tuple(bound / 1000 for bound in LATENCY_BOUNDS_MS)
-# Activities that undo a step: timed as compensations, the rest as steps.
-COMPENSATIONS = frozenset({"release_stock", "void_payment", "refund_payment", "cancel_shipment"})
+# Activities that undo a step, as the sagas declare them: timed as compensations, the rest
+# (a return's refund included: a forward step past its pivot) as steps.
+COMPENSATIONS = compensations.ACTIVITIES
 NO_REASON = "none"
 UNMATCHED_ROUTE = "unmatched"
 _ROLE_END = re.compile(r"[ -]")
@@ -94,7 +96,7 @@ HTTP_SECONDS = Histogram(
 )
 LOAD_SHED = Counter(
     "sagaworks_load_shed_total",
-    "POST /orders refused with 503 by load shedding",
+    "POST /orders or POST /orders/{id}/returns refused with 503 by load shedding",
     ["reason"],
 )
 RATE_LIMITED = Counter(
@@ -165,6 +167,14 @@ def _coordination_families(state: CoordinationState, now: datetime) -> Iterator[
     yield GaugeMetricFamily(
         "sagaworks_sagas_compensating", "Sagas rolling back now", state.sagas.compensating
     )
+    for name, help_text, counts in (
+        ("active", "Sagas actively running steps: what load shedding counts", "active_by_type"),
+        ("parked", "Sagas held for approval, a parcel or an operator", "parked_by_type"),
+    ):
+        family = GaugeMetricFamily(f"sagaworks_sagas_{name}", help_text, labels=["type"])
+        for saga_type, count in sorted(getattr(state.sagas, counts).items()):
+            family.add_metric([saga_type], count)
+        yield family
     yield GaugeMetricFamily(
         "sagaworks_intake_paused", "1 while an operator has paused intake", int(state.intake.paused)
     )

@@ -132,6 +132,11 @@ class Settings(_ServiceSettings):
     max_validation_errors: int = Field(default=20, gt=0)
     stream_max_per_principal: int = Field(default=3, gt=0)
     stream_max_lifetime_s: float = Field(default=300.0, gt=0)
+    # How long the gateway remembers an Idempotency-Key that started a saga (api/idempotency.py):
+    # a repeat within it never starts a second saga, even after Temporal's retention (a day on
+    # the dev server) deleted the first. 30 days, the return window: a client acts on an order
+    # (returns it) that long, so that long its key must keep naming that order and no other.
+    idempotency_key_ttl_days: int = Field(default=30, gt=0)
     # Orders held for approval hold stock and money: a customer may have this many, and
     # this much in value, waiting at once. Enforced by the payments service's hold ledger,
     # one customer at a time, so parallel orders cannot pass it (README, "Approval holds").

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from temporalio.client import Client
 
@@ -44,7 +44,7 @@ log = logging.getLogger("sagaworks.agent")
 REFRESH_S = 1.0
 
 
-def coordinator_config(settings: Settings) -> CoordinatorConfig:
+def coordinator_config(settings: Settings, issued_at: datetime | None = None) -> CoordinatorConfig:
     return CoordinatorConfig(
         services=list(SERVICES),
         circuit=CircuitPolicy(
@@ -58,12 +58,15 @@ def coordinator_config(settings: Settings) -> CoordinatorConfig:
         saga_task_queue=settings.orders_task_queue,
         shards=settings.coordinator_shards,
         saga_types=list(SAGA_TYPE_NAMES),
+        issued_at=issued_at,
     )
 
 
-def coordinator_input(settings: Settings) -> CoordinatorInput:
+def coordinator_input(
+    settings: Settings, config: CoordinatorConfig | None = None
+) -> CoordinatorInput:
     return CoordinatorInput(
-        config=coordinator_config(settings),
+        config=config or coordinator_config(settings),
         dashboard_url=f"{settings.public_api_url.rstrip('/')}/dashboard",
     )
 
@@ -83,6 +86,10 @@ class CoordinationAgent:
         self._buffer = buffer
         self._circuits = circuits
         self._faults = faults
+        # Stamped with this process's start: a running coordinator adopts it from a report
+        # if it is newer than its own; sent until a report carrying it got through.
+        self._config = coordinator_config(settings, issued_at=datetime.now(UTC))
+        self._config_delivered = False
         shards = settings.coordinator_shards
         # Which shard this process reports to; None: straight to the coordinator.
         self.shard = shard_for(buffer.worker, shards) if buffer and shards > 1 else None
@@ -159,6 +166,8 @@ class CoordinationAgent:
             return False
         report = drained or WorkerReport(worker=self._buffer.worker)
         report.phase_s = self._phase
+        if not self._config_delivered:
+            report.config = self._config
         try:
             await self._signal(report)
         except Exception as err:  # Temporal unreachable: keep the numbers for the next try
@@ -166,6 +175,7 @@ class CoordinationAgent:
             if drained is not None:
                 self._buffer.restore(drained)
             return False
+        self._config_delivered = True
         return True
 
     async def _signal(self, report: WorkerReport) -> None:
@@ -177,7 +187,7 @@ class CoordinationAgent:
                     root_id=settings.coordinator_workflow_id,
                     shard=self.shard,
                     shards=settings.coordinator_shards,
-                    root=coordinator_input(settings),
+                    root=coordinator_input(settings, self._config),
                     report_interval_s=settings.report_interval_s,
                 ),
                 id=shard_workflow_id(settings.coordinator_workflow_id, self.shard),
@@ -190,7 +200,7 @@ class CoordinationAgent:
             return
         await self._client.start_workflow(
             CoordinatorWorkflow.run,
-            coordinator_input(settings),
+            coordinator_input(settings, self._config),
             id=settings.coordinator_workflow_id,
             task_queue=settings.coordinator_task_queue,
             start_signal=REPORT_SIGNAL,

@@ -32,6 +32,7 @@ from workflows.coordination_models import (
     Throughput,
     WorkerReport,
     WorkerSeen,
+    is_parked,
 )
 
 AGEING_TICK = timedelta(seconds=5)
@@ -88,6 +89,8 @@ class Book:
     recent_terminals: list[TerminalRecord] = field(default_factory=list)
     dead_letters: dict[str, StuckCompensation] = field(default_factory=dict)
     workers: dict[str, WorkerSeen] = field(default_factory=dict)
+    # Sagas that ended FAILED with a dead letter, open for an operator's retry: their type.
+    waiting: dict[str, str] = field(default_factory=dict)
     intake: Intake = field(default_factory=lambda: Intake(paused=False, reason=None, since=None))
     reports: int = 0
     revision: int = 0
@@ -172,6 +175,8 @@ class Book:
                 snapshot.status, snapshot.step, now, at=snapshot.at, saga_type=snapshot.saga_type
             )
             return
+        if snapshot.stuck:
+            self.waiting[snapshot.order_id] = snapshot.saga_type
         self._finish(snapshot.order_id, snapshot.status, snapshot.at, now, finished, config)
 
     def _finish(
@@ -189,6 +194,7 @@ class Book:
         del self.recent_terminals[: -config.recent_terminals]
 
     def _clear_dead_letters(self, order_id: str) -> None:
+        self.waiting.pop(order_id, None)
         for key in [k for k in self.dead_letters if k.startswith(f"{order_id}:")]:
             del self.dead_letters[key]
 
@@ -207,6 +213,16 @@ class Book:
             if e.updated_at <= quiet_since
         ]
         return [order_id for *_, order_id in sorted(quiet)[:MAX_CANDIDATES]]
+
+    def waiting_candidates(self) -> list[str]:
+        """Sagas with dead letters that no longer run steps: are they still open?
+
+        A saga FAILED for good stays open for an operator; one terminated or deleted in
+        Temporal instead will never report again, so only visibility can clear its dead
+        letters. Books from before `waiting` existed name these sagas in their dead letters.
+        """
+        named = {d.order_id for d in self.dead_letters.values()} | set(self.waiting)
+        return sorted(named - set(self.sagas))[:MAX_CANDIDATES]
 
     def apply_reconciliation(
         self,
@@ -234,6 +250,9 @@ class Book:
             self.reconciliation.corrected_total += 1
         if finished.by_status:
             self.finished_window.append(finished)
+        for order_id in result.gone:
+            if order_id not in self.sagas:  # unless news of a retry arrived meanwhile
+                self._clear_dead_letters(order_id)
         self.reconciliation.at = now
         self.reconciliation.running = dict(result.running)
         self.revision += 1
@@ -253,12 +272,35 @@ class Book:
         for name, book in self.services.items():
             book.window = [b for b in book.window if b.at > keep_from]
             # A worker that stopped reporting (killed, scaled down) no longer has calls open.
+            # (Also forgotten below, so this also covers reports from a book before that.)
             book.in_flight = {
                 worker: count
                 for worker, count in book.in_flight.items()
                 if worker in self.workers and self.workers[worker].last_report_at > stats_from
             }
             self._move_circuit(name, book, now, config)
+        self._forget_workers(now, config)
+
+    def _forget_workers(self, now: datetime, config: CoordinatorConfig) -> None:
+        """Drop processes silent for `forget_worker_s`, so the list does not grow forever.
+
+        The freshest process of each role stays, however old: its report age is what
+        tells an operator (and the SagaworksWorkerNotReporting alert) that the role is down.
+        """
+        silent_since = now - timedelta(seconds=config.forget_worker_s)
+        freshest: dict[str, WorkerSeen] = {}
+        for seen in self.workers.values():
+            role = seen.worker.split(" ", 1)[0]
+            best = freshest.get(role)
+            if best is None or seen.last_report_at > best.last_report_at:
+                freshest[role] = seen
+        keep = {seen.worker for seen in freshest.values()}
+        for worker in [
+            w
+            for w, seen in self.workers.items()
+            if w not in keep and seen.last_report_at <= silent_since
+        ]:
+            del self.workers[worker]
 
     def next_deadline(self, now: datetime, config: CoordinatorConfig) -> datetime | None:
         """When the state next changes on its own: a circuit half-opening or data ageing."""
@@ -371,6 +413,11 @@ class Book:
         for bucket in recent:
             finished_by.update(bucket.by_status)
         finished = sum(finished_by.values())
+        active: Counter[str] = Counter()
+        parked: Counter[str] = Counter(self.waiting.values())
+        for entry in self.sagas.values():
+            counter = parked if is_parked(entry.saga_type, entry.status, entry.step) else active
+            counter[entry.saga_type] += 1
         return CoordinationState(
             schema_version=SCHEMA_VERSION,
             revision=self.revision,
@@ -385,6 +432,8 @@ class Book:
                 by_step=dict(steps),
                 finished_total=dict(self.finished_total),
                 by_type=dict(Counter(s.saga_type for s in self.sagas.values())),
+                active_by_type=dict(active),
+                parked_by_type=dict(parked),
             ),
             throughput=Throughput(
                 window_s=window_s,

@@ -26,6 +26,7 @@ from typing import TypeVar
 
 from workflows.coordination_models import (
     LATENCY_BOUNDS_MS,
+    CoordinatorConfig,
     SagaSnapshot,
     ServiceSample,
     ShardDelta,
@@ -199,6 +200,8 @@ class ShardBuffer:
     workers: dict[str, WorkerDelta] = field(default_factory=dict)
     services: dict[str, ServiceSample] = field(default_factory=dict)
     sagas: dict[str, SagaSnapshot] = field(default_factory=dict)
+    # The newest configuration a member brought, for the root (`CoordinatorConfig.supersedes`).
+    config: CoordinatorConfig | None = None
 
     def __bool__(self) -> bool:
         return bool(self.workers or self.services or self.sagas)
@@ -214,6 +217,11 @@ class ShardBuffer:
             _add_sample(self.services, sample)
         for snapshot in report.sagas:
             _keep_latest(self.sagas, snapshot)
+        self._keep_newest(report.config)
+
+    def _keep_newest(self, config: CoordinatorConfig | None) -> None:
+        if config is not None and config.supersedes(self.config):
+            self.config = config
 
     def take(self, shard: int, seq: int) -> ShardDelta:
         """The merged delta, leaving the buffer empty."""
@@ -223,8 +231,9 @@ class ShardBuffer:
             workers=list(self.workers.values()),
             services=list(self.services.values()),
             sagas=list(self.sagas.values()),
+            config=self.config,
         )
-        self.workers, self.services, self.sagas = {}, {}, {}
+        self.workers, self.services, self.sagas, self.config = {}, {}, {}, None
         return delta
 
     def restore(self, delta: ShardDelta) -> None:
@@ -240,6 +249,7 @@ class ShardBuffer:
             _add_sample(self.services, sample, older=True)
         for snapshot in delta.sagas:
             _keep_latest(self.sagas, snapshot)
+        self._keep_newest(delta.config)
 
 
 def _add_sample(

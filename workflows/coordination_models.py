@@ -40,11 +40,108 @@ class CircuitPhase(StrEnum):
     HALF_OPEN = "half_open"
 
 
+# --- load: which sagas load the system ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Parked:
+    """When a saga of one type waits for a person or a parcel instead of running steps."""
+
+    statuses: frozenset[str] = frozenset()
+    steps: frozenset[str] = frozenset()
+
+
+# A saga FAILED for good waits for an operator's retry, whatever its type (DESIGN §3).
+AWAITING_OPERATOR = "FAILED"
+# The one definition of "parked", per saga type (workflows/registry.py names), from its
+# status and current step: an order held for approval; a return waiting days for its
+# parcel. Written as strings because the sagas import this module;
+# tests/workflows/test_coordinator_load.py keeps them equal to the sagas' own constants.
+PARKED: dict[str, Parked] = {
+    "OrderWorkflow": Parked(statuses=frozenset({"AWAITING_APPROVAL"})),
+    "ReturnWorkflow": Parked(steps=frozenset({"await_parcel"})),
+}
+
+
+def is_parked(saga_type: str, status: str, step: str | None) -> bool:
+    """Whether a saga waits rather than runs steps: it then never counts toward shedding.
+
+    Args:
+        saga_type: its workflow type, as in workflows/registry.py.
+        status: its own status value.
+        step: its current step, if any.
+
+    Returns:
+        True for a saga parked for a person or a parcel, or failed and awaiting an operator.
+    """
+    if status == AWAITING_OPERATOR:
+        return True
+    rule = PARKED.get(saga_type)
+    return rule is not None and (status in rule.statuses or step in rule.steps)
+
+
 class OperatorAction(StrEnum):
     TRIP = "trip"
     RESET = "reset"
     PAUSE_INTAKE = "pause_intake"
     RESUME_INTAKE = "resume_intake"
+
+
+# --- configuration -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CircuitPolicy:
+    min_calls: int = 10
+    error_ratio: float = 0.5
+    window_s: int = 30
+    open_s: int = 10
+
+
+@dataclass
+class CoordinatorConfig:
+    services: list[str]
+    circuit: CircuitPolicy = field(default_factory=CircuitPolicy)
+    stats_window_s: int = 60
+    # Continue-as-new at Temporal's suggestion, or at this many events, whichever is first.
+    # Low because a lost cache (a restart, a continue-as-new refused for a new signal) means
+    # replaying the whole run, about 1 ms of CPU per event, within the 10 s workflow task
+    # timeout: in the 10,000-order soak a 4,100-event replay took 14 s on 2 loaded cores,
+    # timed out, and each retry had more to replay (test_coordinator_run_length.py).
+    max_history_events: int = 1_000
+    recent_terminals: int = 200
+    # Drift: every `reconcile_s` seconds the in-flight sagas are checked against Temporal
+    # visibility (running executions of each of `saga_types`); 0 turns it off.
+    reconcile_s: int = 30
+    saga_types: list[str] = field(default_factory=lambda: ["OrderWorkflow"])
+    saga_task_queue: str | None = None
+    # The shards feeding it (settings.coordinator_shards); 1: reports come straight here.
+    shards: int = 1
+    # A worker process silent this long leaves the `workers` list (and its calls in flight).
+    forget_worker_s: int = 600
+    # When the process that built it started: a running coordinator adopts a configuration
+    # a later process brings (a deploy with new settings), never an older one. None: a
+    # configuration from before this field, which any stamped one replaces.
+    issued_at: datetime | None = None
+
+    def supersedes(self, current: "CoordinatorConfig | None") -> bool:
+        """Whether this configuration, brought by a worker, replaces `current`.
+
+        A coordinator runs for months and signal-with-start ignores its input once it
+        runs, so newer settings arrive in reports. The process started last wins: during
+        a rolling deploy the old processes, started earlier, cannot undo the new settings.
+
+        Args:
+            current: the configuration in use (None: none yet).
+
+        Returns:
+            True when this one is stamped and issued after `current`, and differs from it.
+        """
+        if current is None:
+            return True
+        if self.issued_at is None or self == current:
+            return False
+        return current.issued_at is None or self.issued_at > current.issued_at
 
 
 # --- reports: what worker processes send, at most once a second each ---------------------
@@ -105,6 +202,9 @@ class WorkerReport:
     sagas: list[SagaSnapshot] = field(default_factory=list)
     # Sharded fan-in: the slot of its shard's schedule it was sent in (`ShardPace`).
     phase_s: float | None = None
+    # The process's coordinator configuration, until a report carrying it got through: the
+    # coordinator adopts one issued later than its own (`CoordinatorConfig.issued_at`).
+    config: CoordinatorConfig | None = None
 
 
 # --- the sharded fan-in: what a shard forwards to the root, and how it paces its workers --
@@ -134,6 +234,8 @@ class ShardDelta:
     services: list[ServiceSample] = field(default_factory=list)
     # The latest snapshot of each saga.
     sagas: list[SagaSnapshot] = field(default_factory=list)
+    # The newest configuration its workers brought (`WorkerReport.config`).
+    config: CoordinatorConfig | None = None
 
 
 @dataclass
@@ -163,6 +265,8 @@ class ReconcileRequest:
     candidates: list[str]
     # The sagas' task queue: a namespace shared by several deployments counts only its own.
     task_queue: str | None = None
+    # Sagas that ended FAILED with a dead letter, waiting for an operator: still open?
+    waiting: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -179,6 +283,8 @@ class ReconcileResult:
     running: dict[str, int]
     # Candidates Temporal no longer runs: their end was never reported.
     ended: list[EndedSaga] = field(default_factory=list)
+    # Of the request's `waiting`, those Temporal no longer runs (terminated, deleted).
+    gone: list[str] = field(default_factory=list)
 
 
 # --- operator actions ----------------------------------------------------------------------
@@ -189,38 +295,6 @@ class OperateRequest:
     action: str
     service: str | None = None
     reason: str | None = None
-
-
-# --- configuration -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CircuitPolicy:
-    min_calls: int = 10
-    error_ratio: float = 0.5
-    window_s: int = 30
-    open_s: int = 10
-
-
-@dataclass
-class CoordinatorConfig:
-    services: list[str]
-    circuit: CircuitPolicy = field(default_factory=CircuitPolicy)
-    stats_window_s: int = 60
-    # Continue-as-new at Temporal's suggestion, or at this many events, whichever is first.
-    # Low because a lost cache (a restart, a continue-as-new refused for a new signal) means
-    # replaying the whole run, about 1 ms of CPU per event, within the 10 s workflow task
-    # timeout: in the 10,000-order soak a 4,100-event replay took 14 s on 2 loaded cores,
-    # timed out, and each retry had more to replay (test_coordinator_run_length.py).
-    max_history_events: int = 1_000
-    recent_terminals: int = 200
-    # Drift: every `reconcile_s` seconds the in-flight sagas are checked against Temporal
-    # visibility (running executions of each of `saga_types`); 0 turns it off.
-    reconcile_s: int = 30
-    saga_types: list[str] = field(default_factory=lambda: ["OrderWorkflow"])
-    saga_task_queue: str | None = None
-    # The shards feeding it (settings.coordinator_shards); 1: reports come straight here.
-    shards: int = 1
 
 
 # --- the public, versioned view ------------------------------------------------------------
@@ -261,6 +335,14 @@ class SagaCounts:
     finished_total: dict[str, int]
     # Running sagas per workflow type (OrderWorkflow, ReturnWorkflow, ...).
     by_type: dict[str, int] = field(default_factory=dict)
+    # What load shedding counts, per workflow type: sagas actively running steps...
+    active_by_type: dict[str, int] = field(default_factory=dict)
+    # ...and sagas parked (`is_parked`): held for approval, waiting for a parcel, or FAILED
+    # and waiting for an operator (these have ended, so they are not in `in_flight`).
+    parked_by_type: dict[str, int] = field(default_factory=dict)
+    # The caps on active sagas per type that intake sheds at (the API's settings; empty
+    # when read from the workflow directly).
+    active_caps: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass

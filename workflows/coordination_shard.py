@@ -16,7 +16,7 @@ starts it again.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
 from temporalio import workflow
@@ -106,6 +106,8 @@ class CoordinatorShardWorkflow:
     @workflow.init
     def __init__(self, input: ShardInput) -> None:
         self._input = input
+        # Starts a missing root with the newest configuration a member brought.
+        self._root = input.root
         self._buffer = input.buffer
         self._members = input.members
         self._slots = input.slots or ShardSlots.for_interval(input.report_interval_s)
@@ -157,7 +159,7 @@ class CoordinatorShardWorkflow:
                 root_id=input.root_id,
                 shard=input.shard,
                 shards=input.shards,
-                root=input.root,
+                root=self._root,
                 report_interval_s=input.report_interval_s,
                 max_history_events=input.max_history_events,
                 buffer=self._buffer,
@@ -176,6 +178,8 @@ class CoordinatorShardWorkflow:
         now = workflow.now()
         self._last_report_at = now
         self._buffer.add(report, now)
+        if report.config is not None and report.config.supersedes(self._root.config):
+            self._root = replace(self._root, config=report.config)
         self._members[report.worker] = now.timestamp()
         if self._slots.join(report.worker, now.timestamp(), report.phase_s):
             self._publish_pace()
@@ -236,9 +240,7 @@ class CoordinatorShardWorkflow:
         try:
             await workflow.execute_activity(
                 START_ROOT_ACTIVITY,
-                StartCoordinatorInput(
-                    self._input.root_id, workflow.info().task_queue, self._input.root
-                ),
+                StartCoordinatorInput(self._input.root_id, workflow.info().task_queue, self._root),
                 result_type=StartedCoordinator,
                 start_to_close_timeout=timedelta(seconds=10),
                 retry_policy=RetryPolicy(maximum_attempts=3),

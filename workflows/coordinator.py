@@ -51,6 +51,8 @@ RECONCILE_ACTIVITY = "reconcile_sagas"
 TASK_TIMEOUT = timedelta(seconds=30)
 # Runs recorded before the reconciliation timer existed replay without it.
 RECONCILE_PATCH = "coordinator-reconciles-with-visibility"
+# Runs recorded before reports carried their process's configuration keep their first one.
+CONFIG_PATCH = "coordinator-adopts-newer-config"
 CIRCUITS_MEMO = "circuits"
 MIN_TIMER = timedelta(milliseconds=100)
 DETAILS_EVERY = timedelta(seconds=2)
@@ -121,11 +123,24 @@ class CoordinatorWorkflow:
 
     @workflow.signal(name=REPORT_SIGNAL)
     def report(self, report: WorkerReport) -> None:
+        self._adopt(report.config)
         self._book.apply_report(report, workflow.now(), self._config)
 
     @workflow.signal(name=SHARD_SIGNAL)
     def shard_report(self, delta: ShardDelta) -> None:
+        self._adopt(delta.config)
         self._book.apply_delta(delta, workflow.now(), self._config)
+
+    def _adopt(self, brought: CoordinatorConfig | None) -> None:
+        """Take the configuration a newer worker process brought (a deploy's new settings).
+
+        Checked before the patch, so runs whose reports carry none record no marker.
+        """
+        if brought is None or not brought.supersedes(self._config):
+            return
+        if workflow.patched(CONFIG_PATCH):
+            workflow.logger.info("configuration issued at %s adopted", brought.issued_at)
+            self._config = brought
 
     @workflow.update
     def operate(self, request: OperateRequest) -> CoordinationState:
@@ -199,8 +214,9 @@ class CoordinatorWorkflow:
         flight forever. Workflow code does no I/O, so an activity on this workflow's own
         task queue reads visibility; only sagas quiet for a whole interval are asked about.
         """
-        every = timedelta(seconds=self._config.reconcile_s)
-        while True:
+        # Read on every round: an adopted configuration may change it (0: stop).
+        while self._config.reconcile_s > 0:
+            every = timedelta(seconds=self._config.reconcile_s)
             await workflow.sleep(every)
             asked_at = workflow.now()
             candidates = self._book.reconcile_candidates(asked_at, self._config)
@@ -208,7 +224,10 @@ class CoordinatorWorkflow:
                 result = await workflow.execute_activity(
                     RECONCILE_ACTIVITY,
                     ReconcileRequest(
-                        self._config.saga_types, candidates, self._config.saga_task_queue
+                        self._config.saga_types,
+                        candidates,
+                        self._config.saga_task_queue,
+                        waiting=self._book.waiting_candidates(),
                     ),
                     result_type=ReconcileResult,
                     start_to_close_timeout=min(every, timedelta(seconds=30)),

@@ -28,6 +28,7 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from workflows import lifecycle
+    from workflows.compensations import undo_activities
     from workflows.coordination_models import SagaSnapshot
     from workflows.models import BusinessError, CancelRequest, RetryCompensationsRequest
     from workflows.return_models import (
@@ -76,6 +77,8 @@ CLAIM, LABEL, AWAIT_PARCEL, RESTOCK, REFUND = (
     "refund_return",
 )
 COMPENSATING = "compensating"
+# Each step's compensating activity, as declared once for every saga (metrics time these).
+UNDO = undo_activities("ReturnWorkflow")
 
 BUSINESS_FAILURES = {
     ReturnError.EXCEEDS_ORDER: ReturnFailure.EXCEEDS_ORDER,
@@ -252,7 +255,7 @@ class ReturnWorkflow:
                     **limits.options(queues.inventory, limits.bounded_retry()),
                 ),
                 compensation=lambda retry: workflow.execute_activity(
-                    "release_return_claim",
+                    UNDO[CLAIM],
                     ReleaseReturnClaimInput(
                         undo_key(CLAIM, input.nonce),
                         self._key(CLAIM),
@@ -277,7 +280,7 @@ class ReturnWorkflow:
                 **limits.options(queues.shipping, limits.bounded_retry()),
             ),
             compensation=lambda retry: workflow.execute_activity(
-                "cancel_return_label",
+                UNDO[LABEL],
                 CancelReturnLabelInput(
                     undo_key(LABEL, input.nonce), self._key(LABEL), input.order_id, input.return_id
                 ),

@@ -14,6 +14,7 @@ from temporalio.client import Client
 from api.auth import OperatorDep, PrincipalDep
 from api.deps import ClientDep, CoordinationDep, SettingsDep
 from api.errors import OPERATOR_ANSWERS, error_responses
+from api.idempotency import FORGOTTEN, IdempotencyDep, KeyedRequest, idempotency_secret
 from api.order_gateway import (
     cancel_order,
     customer_for,
@@ -35,7 +36,6 @@ from api.schemas import (
     OrderList,
     OrderStatusOut,
 )
-from api.temporal_calls import IDEMPOTENCY_SECRET
 from api.visibility import check_hold_cap, list_orders
 from common.settings import Settings
 from workflows.models import ApprovalDecision, OrderState
@@ -82,7 +82,8 @@ IdempotencyKey = Annotated[
     responses=error_responses(
         {
             403: "a customer's body names another customer",
-            409: "this customer already has the most orders waiting for approval at once",
+            409: "this customer already has the most orders waiting for approval at once; "
+            f"or {FORGOTTEN}",
             422: "invalid body, an Idempotency-Key reused with another body, or an operator "
             "naming no customer_id",
             503: f"{UNAVAILABLE}; or load shedding: intake paused, or "
@@ -101,16 +102,19 @@ async def create_order(
     client: ClientDep,
     settings: SettingsDep,
     coordination: CoordinationDep,
+    ledger: IdempotencyDep,
     idempotency_key: IdempotencyKey = None,
 ) -> OrderAccepted:
     customer_id = customer_for(principal, order)
     await coordination.check_intake()
-    secret: bytes = request.app.state.gatekeeper.keys.secret(IDEMPOTENCY_SECRET)
+    secret = await idempotency_secret(request)
     order_id = order_id_for(secret, principal.scope, idempotency_key)
-    if idempotency_key is None or not await _replay_exists(client, settings, order_id):
+    keyed = await KeyedRequest.of(ledger, order_id, principal.scope, idempotency_key)
+    # A repeat of a key that started an order is answered whatever the cap says now.
+    if keyed is None or not (keyed.earlier or await _replay_exists(client, settings, order_id)):
         await check_hold_cap(client, settings, customer_id)
     order_id, state, replayed = await start_order(
-        client, settings, order, customer_id, order_id, replayable=idempotency_key is not None
+        client, settings, order, customer_id, order_id, keyed
     )
     response.headers["Location"] = f"/orders/{order_id}"
     return OrderAccepted(order_id=order_id, status=state, replayed=replayed)

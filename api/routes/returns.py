@@ -12,8 +12,10 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 
 from api.auth import OperatorDep, PrincipalDep
-from api.deps import ClientDep, SettingsDep
+from api.coordination import RETURN
+from api.deps import ClientDep, CoordinationDep, SettingsDep
 from api.errors import OPERATOR_ANSWERS, error_responses
+from api.idempotency import FORGOTTEN, IdempotencyDep, KeyedRequest, idempotency_secret
 from api.return_gateway import (
     cancel_return,
     list_returns,
@@ -27,7 +29,6 @@ from api.return_gateway import (
 from api.return_schemas import ReceiveIn, ReturnAccepted, ReturnIn, ReturnList, ReturnStatusOut
 from api.routes.orders import IdempotencyKey
 from api.schemas import CancelIn
-from api.temporal_calls import IDEMPOTENCY_SECRET
 from workflows.return_models import ReturnState
 
 router = APIRouter(tags=["returns"])
@@ -67,9 +68,10 @@ RETURN_LINKS = {
         {
             404: "unknown order, or not yours",
             409: "the order is not COMPLETED, is outside the return window, or the "
-            "quantities exceed what is left to return",
+            f"quantities exceed what is left to return; or {FORGOTTEN}",
             422: "invalid body, or an Idempotency-Key reused with another body",
-            503: UNAVAILABLE,
+            503: f"{UNAVAILABLE}; or load shedding: SAGAWORKS_MAX_ACTIVE_RETURNS returns "
+            "actively running (returns waiting for their parcel do not count)",
         },
         body=True,
     )
@@ -83,14 +85,16 @@ async def create_return(
     principal: PrincipalDep,
     client: ClientDep,
     settings: SettingsDep,
+    coordination: CoordinationDep,
+    ledger: IdempotencyDep,
     idempotency_key: IdempotencyKey = None,
 ) -> ReturnAccepted:
     order = await returnable_order(client, settings, order_id, principal)
-    secret: bytes = request.app.state.gatekeeper.keys.secret(IDEMPOTENCY_SECRET)
+    await coordination.check_intake(RETURN)
+    secret = await idempotency_secret(request)
     return_id = return_id_for(secret, principal.scope, order_id, idempotency_key)
-    status, replayed = await start_return(
-        client, settings, order, body, return_id, replayable=idempotency_key is not None
-    )
+    keyed = await KeyedRequest.of(ledger, return_id, principal.scope, idempotency_key)
+    status, replayed = await start_return(client, settings, order, body, return_id, keyed)
     response.headers["Location"] = f"/returns/{return_id}"
     return ReturnAccepted(
         return_id=return_id, order_id=order_id, status=status.status, replayed=replayed

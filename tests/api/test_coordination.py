@@ -19,6 +19,9 @@ async def test_state_lists_every_service_with_its_circuit(api: Api) -> None:
     for service in state["services"].values():
         assert service["circuit"]["state"] in {"closed", "open", "half_open"}
     assert {"in_flight", "compensating", "by_status", "by_step"} <= set(state["sagas"])
+    # What load shedding counts, and the caps it sheds at (the API's settings).
+    assert {"active_by_type", "parked_by_type"} <= set(state["sagas"])
+    assert state["sagas"]["active_caps"] == {"OrderWorkflow": 2_000, "ReturnWorkflow": 500}
     assert state["intake"]["paused"] is False
 
 

@@ -7,9 +7,10 @@ and the real API, driven through HTTP.
   saga completes, exactly once.
 - Signals into the coordinator stay at or below one per second per worker process, read
   from the coordinator's own history.
-- The state streams as server-sent events; intake pauses and the in-flight bound shed load
-  with 503 + Retry-After while accepted orders run on; a fault survives a worker restart,
-  and a failing optional step degrades gracefully.
+- The state streams as server-sent events; intake pauses and the bound on checkouts
+  actively running shed load with 503 + Retry-After while accepted orders run on (orders
+  held for approval never count); a fault survives a worker restart, and a failing
+  optional step degrades gracefully.
 """
 
 from __future__ import annotations
@@ -250,16 +251,43 @@ async def test_paused_intake_sheds_new_orders_while_accepted_ones_run_on(system:
     await system.place(order_body())
 
 
-async def test_in_flight_bound_sheds_load(
+async def test_checkouts_actively_running_shed_load_and_parked_ones_never_do(
     server: WorkflowEnvironment, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     bound = {"SAGAWORKS_MAX_IN_FLIGHT_SAGAS": "2", "SAGAWORKS_APPROVAL_TIMEOUT_S": "600"}
     async with system_on(server.client, tmp_path_factory.mktemp("bounded"), bound) as api:
+        # Two orders held for approval: parked, so at a cap of 2 they shed nothing.
         held = [await api.place(order_body(sku="SKU-3", quantity=1)) for _ in range(2)]
-        await poll(lambda: coordination(api), lambda s: s["sagas"]["in_flight"] >= 2, within=20)
-        shed = await api.http.post("/orders", json=order_body())
-        assert shed.status_code == 503, shed.text
-        assert "2 sagas in flight (limit 2)" in shed.json()["detail"]
+        for order_id in held:
+            await api.wait_for(order_id, "AWAITING_APPROVAL")
+        state = await poll(
+            lambda: coordination(api),
+            lambda s: s["sagas"]["parked_by_type"].get("OrderWorkflow", 0) == 2,
+            within=20,
+        )
+        assert state["sagas"]["in_flight"] >= 2  # what the old rule compared with the cap
+        assert state["sagas"]["active_caps"]["OrderWorkflow"] == 2
+        taken = await api.place(order_body())
+        assert (await api.wait_for(taken, "COMPLETED"))["status"] == "COMPLETED"
+
+        # Two checkouts retrying a failing payments service: actively running steps.
+        response = await api.http.put("/admin/faults/payments", json={"error_ratio": 1.0})
+        assert response.status_code == 200, response.text
+        try:
+            busy = [await api.place(order_body()) for _ in range(2)]
+            await poll(
+                lambda: coordination(api),
+                lambda s: s["sagas"]["active_by_type"].get("OrderWorkflow", 0) >= 2,
+                within=20,
+            )
+            shed = await api.http.post("/orders", json=order_body())
+            assert shed.status_code == 503, shed.text
+            assert shed.headers["Retry-After"] == "5"
+            assert "2 checkouts actively running (limit 2" in shed.json()["detail"]
+        finally:
+            assert (await api.http.delete("/admin/faults/payments")).status_code == 204
+        for order_id in busy:
+            assert (await api.wait_for(order_id, "COMPLETED", within=90))["status"] == "COMPLETED"
         for order_id in held:
             assert (await api.http.post(f"/orders/{order_id}/reject")).status_code == 200
             await api.wait_for(order_id, "COMPENSATED")

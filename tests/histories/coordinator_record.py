@@ -61,7 +61,13 @@ async def _record_sharded(client: Client) -> dict[str, str]:
     root = coordinator_input(settings)
     root = dataclasses.replace(
         root,
-        config=dataclasses.replace(root.config, services=["payments"], max_history_events=120),
+        # Issued after the agents' configurations, so the root keeps this one.
+        config=dataclasses.replace(
+            root.config,
+            services=["payments"],
+            max_history_events=120,
+            issued_at=datetime(2100, 1, 1, tzinfo=UTC),
+        ),
     )
     activities = CoordinationActivities(client)
     async with Worker(

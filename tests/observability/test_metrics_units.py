@@ -147,6 +147,36 @@ def test_compensations_and_steps_go_to_their_own_histograms() -> None:
     assert sample("sagaworks_compensation_duration_seconds_bucket", **undo, le="0.005") >= 1
 
 
+@pytest.mark.parametrize(
+    ("service", "activity"),
+    [
+        ("inventory", "release_stock"),
+        ("payments", "void_payment"),
+        ("shipping", "cancel_shipment"),
+        # The returns saga's: a hand-written list once missed both.
+        ("inventory", "release_return_claim"),
+        ("shipping", "cancel_return_label"),
+    ],
+)
+def test_every_sagas_compensations_are_timed_as_compensations(service: str, activity: str) -> None:
+    undo = {"service": service, "activity": activity, "outcome": "ok"}
+    before = (
+        sample("sagaworks_compensation_duration_seconds_count", **undo),
+        sample("sagaworks_step_duration_seconds_count", **undo),
+    )
+    metrics.observe_call(service, activity, "ok", 0.01)
+    assert sample("sagaworks_compensation_duration_seconds_count", **undo) == before[0] + 1
+    assert sample("sagaworks_step_duration_seconds_count", **undo) == before[1]
+
+
+def test_a_returns_refund_is_a_forward_step_not_a_compensation() -> None:
+    # Past the return's pivot the refund only goes forward (ARCHITECTURE.md, rule 5).
+    refund = {"service": "payments", "activity": "refund_payment", "outcome": "ok"}
+    before = sample("sagaworks_step_duration_seconds_count", **refund)
+    metrics.observe_call("payments", "refund_payment", "ok", 0.01)
+    assert sample("sagaworks_step_duration_seconds_count", **refund) == before + 1
+
+
 # --- the coordination gauges (API) --------------------------------------------------------------
 
 
@@ -174,7 +204,15 @@ def coordination_state() -> CoordinationState:
         run=0,
         reports=3,
         intake=Intake(paused=True, reason="drill", since=NOW),
-        sagas=SagaCounts(4, 1, {"PENDING": 3, "COMPENSATING": 1}, {}, {}),
+        sagas=SagaCounts(
+            4,
+            1,
+            {"PENDING": 3, "COMPENSATING": 1},
+            {},
+            {},
+            active_by_type={"OrderWorkflow": 3, "ReturnWorkflow": 1},
+            parked_by_type={"ReturnWorkflow": 2},
+        ),
         throughput=Throughput(60, 5, 5, 0.08, {}),
         services={"payments": service(CircuitPhase.OPEN), "shipping": service(CircuitPhase.CLOSED)},
         dead_letters=[stuck],
@@ -226,6 +264,9 @@ def test_the_coordination_state_becomes_gauges_at_scrape_time(
     assert got[("sagaworks_dead_letters", ("failed",))] == 0
     assert got[("sagaworks_sagas_in_flight", ())] == 4
     assert got[("sagaworks_sagas_compensating", ())] == 1
+    assert got[("sagaworks_sagas_active", ("OrderWorkflow",))] == 3
+    assert got[("sagaworks_sagas_active", ("ReturnWorkflow",))] == 1
+    assert got[("sagaworks_sagas_parked", ("ReturnWorkflow",))] == 2
     assert got[("sagaworks_intake_paused", ())] == 1
     assert got[("sagaworks_coordination_lag_seconds", ())] == 3.0
     # One series per role, from its freshest process: never a process ID in a label.

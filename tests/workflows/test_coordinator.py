@@ -379,3 +379,29 @@ async def run_lengths(client: Client, handle: Coordinator) -> list[int]:
             else None
         )
     return lengths
+
+
+async def test_a_newer_worker_process_brings_its_configuration(
+    ts_env: WorkflowEnvironment, start_coordinator: Callable[..., asyncio.Future[Coordinator]]
+) -> None:
+    """Signal-with-start ignores its input once the coordinator runs: reports carry it."""
+    deployed = datetime(2030, 1, 1, tzinfo=UTC)
+    handle = await start_coordinator(issued_at=deployed)
+
+    def config(issued_at: datetime, services: list[str], min_calls: int) -> CoordinatorConfig:
+        policy = CircuitPolicy(min_calls=min_calls, error_ratio=0.5, window_s=30, open_s=10)
+        return CoordinatorConfig(services=services, circuit=policy, issued_at=issued_at)
+
+    # A process started after a deploy that added a service and tightened the breaker.
+    newer = config(deployed + timedelta(hours=1), [*SERVICES, "warehouse"], min_calls=2)
+    await report(handle, "payments 2@b", config=newer)
+    state = await state_after(handle, 1)
+    assert "warehouse" in state.services
+    # An old process, started before that deploy, reports later: it does not undo it.
+    older = config(deployed + timedelta(minutes=1), ["inventory"], min_calls=50)
+    await report(handle, "payments 1@a", config=older)
+    await report(handle, "payments 1@a", services=[sample("payments", calls=2, errors=2)])
+    state = await state_after(handle, 3)
+    assert set(state.services) == {*SERVICES, "warehouse"}
+    # The adopted breaker policy acts: two failed calls of two open the circuit.
+    assert state.services["payments"].circuit.state == CircuitPhase.OPEN

@@ -26,6 +26,7 @@ from workflows.coordination_models import (
     ReconcileRequest,
     ReconcileResult,
     SagaSnapshot,
+    StuckCompensation,
     WorkerReport,
 )
 from workflows.coordinator import (
@@ -34,6 +35,7 @@ from workflows.coordinator import (
     CoordinatorInput,
     CoordinatorWorkflow,
 )
+from workflows.saga import CompensationStatus
 
 RECONCILE_S = 30
 Coordinator = WorkflowHandle[CoordinatorWorkflow, None]
@@ -55,6 +57,8 @@ class Visibility:
     ended: dict[str, EndedSaga] = field(default_factory=dict)
     running: int = 0
     requests: list[ReconcileRequest] = field(default_factory=list)
+    # Sagas waiting for an operator that Temporal no longer runs (terminated, deleted).
+    gone: set[str] = field(default_factory=set)
     # Run while "visibility is read": a report may reach the coordinator meanwhile.
     during: Callable[[], Awaitable[None]] | None = None
 
@@ -64,7 +68,8 @@ class Visibility:
         if self.during is not None:
             await self.during()
         ended = [self.ended[o] for o in request.candidates if o in self.ended]
-        return ReconcileResult(running={"OrderWorkflow": self.running}, ended=ended)
+        gone = [saga_id for saga_id in request.waiting if saga_id in self.gone]
+        return ReconcileResult(running={"OrderWorkflow": self.running}, ended=ended, gone=gone)
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -193,3 +198,33 @@ async def test_reports_that_cross_never_undo_an_end(
     await report(handle, snapshot("o-9", "COMPLETED", t + timedelta(seconds=2), terminal=True))
     state = await state_when(handle, lambda s: s.reports == 5)
     assert state.sagas.finished_total == {"COMPLETED": 1}
+
+
+async def test_dead_letters_of_sagas_terminated_in_temporal_are_dropped(
+    ts_env: WorkflowEnvironment, visibility: tuple[Visibility, Coordinator]
+) -> None:
+    fake, handle = visibility
+    now = datetime.now(UTC)
+    failed = [
+        SagaSnapshot(
+            saga_id,
+            "FAILED",
+            None,
+            now,
+            terminal=True,
+            stuck=[
+                StuckCompensation(saga_id, "void_payment", CompensationStatus.FAILED, 3, 30, "x")
+            ],
+        )
+        for saga_id in ("o-t", "o-w")
+    ]
+    await report(handle, *failed)
+    await state_when(handle, lambda s: len(s.dead_letters) == 2)
+    # An operator terminates o-t in the Web UI instead of retrying it: no report ever
+    # comes again, so only visibility can tell. o-w still waits for its retry.
+    fake.gone = {"o-t"}
+    await ts_env.sleep(RECONCILE_S + 5)
+    state = await state_when(handle, lambda s: len(s.dead_letters) == 1)
+    assert [d.order_id for d in state.dead_letters] == ["o-w"]
+    assert ["o-t", "o-w"] in [request.waiting for request in fake.requests]
+    assert state.sagas.parked_by_type == {"OrderWorkflow": 1}

@@ -31,6 +31,7 @@ from workflows.coordination_fanin import (
 )
 from workflows.coordination_models import (
     LATENCY_BOUNDS_MS,
+    CoordinatorConfig,
     SagaSnapshot,
     ServiceSample,
     ShardPace,
@@ -272,3 +273,22 @@ def test_the_buffer_merges_reports_and_puts_back_what_was_not_taken() -> None:
     assert workers["w2"].reports == 1
     assert again.services[0].calls == 13
     assert [s.status for s in again.sagas] == ["COMPLETED"]
+
+
+def test_the_buffer_forwards_the_newest_configuration_its_members_brought() -> None:
+    def config(minutes: int) -> CoordinatorConfig:
+        return CoordinatorConfig([f"s{minutes}"], issued_at=T0 + timedelta(minutes=minutes))
+
+    buffer = ShardBuffer()
+    buffer.add(WorkerReport("w1", config=config(5)), T0)
+    buffer.add(WorkerReport("w2", config=config(1)), T0)  # started before w1: older
+    buffer.add(WorkerReport("w3"), T0)
+    delta = buffer.take(shard=0, seq=1)
+    assert delta.config == config(5)
+    assert buffer.take(shard=0, seq=2).config is None  # forwarded once
+    # Not taken by the root: put back, unless something newer arrived meanwhile.
+    buffer.add(WorkerReport("w4", config=config(9)), T0)
+    buffer.restore(delta)
+    assert buffer.take(shard=0, seq=2).config == config(9)
+    buffer.restore(delta)
+    assert buffer.take(shard=0, seq=3).config == config(5)

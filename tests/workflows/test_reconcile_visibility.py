@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import pytest_asyncio
-from temporalio.client import WorkflowHandle
+from temporalio.client import Client, WorkflowExecution, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -94,3 +94,103 @@ async def test_candidates_no_longer_in_flight_are_named_with_their_status(
     for workflow_id, (_, _, stay_open) in started.items():
         if workflow_id in ended and not stay_open:
             assert ended[workflow_id].closed_at is not None
+
+
+class ListingSpy:
+    """The client, counting every execution a visibility listing hands the activity."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self.listed = 0
+
+    def list_workflows(self, query: str | None = None, **kwargs: Any) -> AsyncIterator[Any]:
+        async def counted() -> AsyncIterator[WorkflowExecution]:
+            async for execution in self._client.list_workflows(query, **kwargs):
+                self.listed += 1
+                yield execution
+
+        return counted()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+async def start_stand_ins(
+    client: Client, task_queue: str, saga_type: str, status: str, count: int
+) -> list[WorkflowHandle[Any, Any]]:
+    return [
+        await client.start_workflow(
+            saga_type,
+            StandIn(status, stay_open=True),
+            id=f"{saga_type}-{uuid.uuid4().hex}",
+            task_queue=task_queue,
+        )
+        for _ in range(count)
+    ]
+
+
+async def test_a_check_lists_only_its_candidates_however_many_sagas_are_parked(
+    dev_env: WorkflowEnvironment, task_queue: str
+) -> None:
+    async with Worker(
+        dev_env.client, task_queue=task_queue, workflows=[StandInOrder, StandInReturn]
+    ):
+        parked = await start_stand_ins(
+            dev_env.client, task_queue, "ReturnWorkflow", "AWAITING_PARCEL", 40
+        )
+        [candidate] = await start_stand_ins(
+            dev_env.client, task_queue, "OrderWorkflow", "PENDING", 1
+        )
+        try:
+            spy = ListingSpy(dev_env.client)
+            activities = CoordinationActivities(cast(Client, spy))
+            request = ReconcileRequest(
+                saga_types=SAGA_TYPE_NAMES, candidates=[candidate.id], task_queue=task_queue
+            )
+            result = await poll(
+                lambda: activities.reconcile_sagas(request),
+                lambda r: r.running == {"OrderWorkflow": 1, "ReturnWorkflow": 40},
+                within=30,
+            )
+            assert result.ended == []
+            # The running sagas are counted, not listed: the 40 parked returns cost nothing.
+            spy.listed = 0
+            await activities.reconcile_sagas(request)
+            assert spy.listed <= 1
+        finally:
+            for handle in [*parked, candidate]:
+                await handle.terminate("test over")
+
+
+async def test_sagas_waiting_for_an_operator_that_temporal_no_longer_runs_are_gone(
+    dev_env: WorkflowEnvironment, task_queue: str
+) -> None:
+    async with Worker(
+        dev_env.client, task_queue=task_queue, workflows=[StandInOrder, StandInReturn]
+    ):
+        waiting, terminated = await start_stand_ins(
+            dev_env.client, task_queue, "OrderWorkflow", "FAILED", 2
+        )
+        [returned] = await start_stand_ins(
+            dev_env.client, task_queue, "ReturnWorkflow", "FAILED", 1
+        )
+        await terminated.terminate("an operator gave up on it in the Web UI")
+        missing = f"order-{uuid.uuid4().hex}"  # deleted by retention
+        try:
+            activities = CoordinationActivities(dev_env.client)
+            request = ReconcileRequest(
+                saga_types=SAGA_TYPE_NAMES,
+                candidates=[],
+                task_queue=task_queue,
+                waiting=[waiting.id, terminated.id, returned.id, missing],
+            )
+            result = await poll(
+                lambda: activities.reconcile_sagas(request),
+                lambda r: r.running == {"OrderWorkflow": 1, "ReturnWorkflow": 1},
+                within=30,
+            )
+            assert sorted(result.gone) == sorted([terminated.id, missing])
+            assert result.ended == []
+        finally:
+            await waiting.terminate("test over")
+            await returned.terminate("test over")
