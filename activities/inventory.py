@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import update
+from sqlalchemy import and_, or_, update
 from sqlmodel import AutoString, Field, Session, SQLModel, col, select
 from temporalio.exceptions import ApplicationError
 
@@ -62,6 +62,9 @@ class Reservation(SQLModel, table=True):
     # The reserve step's idempotency key: one reservation per saga, ever.
     reservation_key: str = Field(unique=True, max_length=300)
     order_id: str = Field(index=True, max_length=200)
+    # [{"sku", "quantity", "unit_price_cents"}]: the unit price is what the order paid, so
+    # refunds never depend on today's catalogue. Rows reserved before it was recorded
+    # carry no unit price (see `_paid_prices`).
     lines_json: str = "[]"
     total_cents: int = 0
     # A plain string column (the schema of the migrations); the values are ReservationStatus.
@@ -79,6 +82,10 @@ class ReturnClaim(SQLModel, table=True):
     # The claim step's idempotency key: one claim per return, ever.
     claim_key: str = Field(unique=True, max_length=300)
     order_id: str = Field(index=True, max_length=200)
+    # The reservation (what one order bought) this claim takes back of. An order ID can
+    # come back after Temporal's retention; a reservation ID never does. None on claims
+    # made before it was recorded, which belong to their order's latest reservation then.
+    reservation_id: str | None = Field(default=None, index=True)
     return_id: str = Field(max_length=200)
     lines_json: str = "[]"
     # The returned items' share of the order's total, fixed when claimed.
@@ -176,6 +183,7 @@ def _reserve(session: Session, input: ReserveStockInput) -> ReserveStockResult:
         # ran, so it must not take stock now.
         return ReserveStockResult(reservation_id=existing.id, total_cents=existing.total_cents)
     total = 0
+    lines: list[dict[str, object]] = []
     for item in _merge(input.items):
         taken = session.execute(
             update(Product)
@@ -192,10 +200,12 @@ def _reserve(session: Session, input: ReserveStockInput) -> ReserveStockResult:
                 non_retryable=True,
             )
         total += product.price_cents * item.quantity
+        # The price this order pays, kept with the line: a return refunds by it.
+        lines.append({**dataclasses.asdict(item), "unit_price_cents": product.price_cents})
     reservation = Reservation(
         reservation_key=input.idempotency_key,
         order_id=input.order_id,
-        lines_json=json.dumps([dataclasses.asdict(i) for i in _merge(input.items)]),
+        lines_json=json.dumps(lines),
         total_cents=total,
     )
     session.add(reservation)
@@ -241,27 +251,9 @@ def _claim(session: Session, input: ClaimReturnInput) -> ClaimReturnResult:
     # The order's reservation is what it bought. Locking its row serializes the claims of
     # one order on PostgreSQL (SQLite transactions here are serialized anyway), so two
     # concurrent returns never both see the same quantities as still returnable.
-    reservation = session.exec(
-        select(Reservation)
-        .where(
-            Reservation.order_id == input.order_id,
-            Reservation.status == ReservationStatus.RESERVED,
-        )
-        .order_by(col(Reservation.created_at).desc())
-        .with_for_update()
-    ).first()
-    if reservation is None:
-        raise ApplicationError(
-            f"order {input.order_id} holds no stock a return could take back",
-            type=ReturnError.NOT_RETURNABLE,
-            non_retryable=True,
-        )
+    reservation = _reservation_to_claim(session, input)
     bought = dict(_lines(reservation.lines_json))
-    others = session.exec(
-        select(ReturnClaim).where(
-            ReturnClaim.order_id == input.order_id, ReturnClaim.status != ClaimStatus.RELEASED
-        )
-    ).all()
+    others = _other_claims(session, input, reservation)
     claimed: Counter[str] = Counter()
     for other in others:
         claimed.update(dict(_lines(other.lines_json)))
@@ -275,39 +267,113 @@ def _claim(session: Session, input: ClaimReturnInput) -> ClaimReturnResult:
                 type=ReturnError.EXCEEDS_ORDER,
                 non_retryable=True,
             )
+    prices = _paid_prices(session, reservation.lines_json)
     claim = ReturnClaim(
         claim_key=input.idempotency_key,
         order_id=input.order_id,
+        # Recorded on the legacy path too, so later claims keyed by the reservation see it.
+        reservation_id=reservation.id,
         return_id=input.return_id,
         lines_json=json.dumps([dataclasses.asdict(i) for i in wanted]),
-        refund_cents=_share(session, reservation.total_cents, bought, claimed, wanted, others),
+        refund_cents=_share(reservation.total_cents, prices, bought, claimed, wanted, others),
     )
     session.add(claim)
     return ClaimReturnResult(claim_id=claim.id, refund_cents=claim.refund_cents)
 
 
+def _reservation_to_claim(session: Session, input: ClaimReturnInput) -> Reservation:
+    """The reservation a return takes back of, its row locked; NOT_RETURNABLE when none.
+
+    A return names its order's reservation. One started before returns carried it names
+    only the order ID, and takes that order's latest reservation, as it always did.
+    """
+    query = select(Reservation)
+    if input.reservation_id is not None:
+        query = query.where(Reservation.id == input.reservation_id)
+    else:
+        query = query.where(
+            Reservation.order_id == input.order_id,
+            Reservation.status == ReservationStatus.RESERVED,
+        ).order_by(col(Reservation.created_at).desc())
+    reservation = session.exec(query.with_for_update()).first()
+    if (
+        reservation is None
+        or reservation.status != ReservationStatus.RESERVED
+        # A reservation of another order: never take back what someone else bought.
+        or reservation.order_id != input.order_id
+    ):
+        raise ApplicationError(
+            f"order {input.order_id} holds no stock a return could take back",
+            type=ReturnError.NOT_RETURNABLE,
+            non_retryable=True,
+        )
+    return reservation
+
+
+def _other_claims(
+    session: Session, input: ClaimReturnInput, reservation: Reservation
+) -> Sequence[ReturnClaim]:
+    """The live claims of other returns on the same purchase."""
+    live = col(ReturnClaim.status) != ClaimStatus.RELEASED
+    if input.reservation_id is None:
+        # A return started before claims were keyed by reservation: its order's claims,
+        # as before (a superset of the reservation's, so it can only refuse more).
+        return session.exec(
+            select(ReturnClaim).where(ReturnClaim.order_id == input.order_id, live)
+        ).all()
+    # Claims made before the reservation was recorded on them were taken against the
+    # order's latest reservation at that time: this one if they came after it.
+    unkeyed = and_(
+        col(ReturnClaim.reservation_id).is_(None),
+        col(ReturnClaim.order_id) == reservation.order_id,
+        col(ReturnClaim.created_at) >= reservation.created_at,
+    )
+    return session.exec(
+        select(ReturnClaim).where(
+            or_(col(ReturnClaim.reservation_id) == reservation.id, unkeyed), live
+        )
+    ).all()
+
+
+def _paid_prices(session: Session, lines_json: str) -> dict[str, int]:
+    """Each SKU's unit price as the order paid it.
+
+    A reservation made before unit prices were recorded has none: its lines fall back to
+    today's catalogue price, the best left to go by (its refunds are then split as they
+    always were, still within the order's total).
+    """
+    prices: dict[str, int] = {}
+    for line in json.loads(lines_json or "[]"):
+        paid = line.get("unit_price_cents")
+        if paid is None:
+            product = session.get(Product, line["sku"])
+            paid = product.price_cents if product is not None else 0
+        prices[line["sku"]] = int(paid)
+    return prices
+
+
 def _share(
-    session: Session,
     total_cents: int,
+    prices: dict[str, int],
     bought: dict[str, int],
     claimed: Counter[str],
     wanted: list[OrderItem],
     others: Sequence[ReturnClaim],
 ) -> int:
-    """The returned items' share of what the order paid, in proportion to their prices.
+    """The returned items' share of what the order paid, in proportion to prices paid.
 
-    The claim that takes the last items gets the rest, so an order's refunds add up to
-    its total exactly, and never more.
+    With the unit prices recorded the proportion is exact: the share is what the items
+    cost. The claim that takes the last items gets the rest, so an order's refunds add
+    up to its total exactly, and never more.
     """
     left = total_cents - sum(other.refund_cents for other in others)
     after = claimed + Counter({item.sku: item.quantity for item in wanted})
     if all(after[sku] >= quantity for sku, quantity in bought.items()):
         return max(left, 0)
-    prices = {sku: (p.price_cents if (p := session.get(Product, sku)) else 0) for sku in bought}
-    bought_value = sum(prices[sku] * quantity for sku, quantity in bought.items())
+    bought_value = sum(prices.get(sku, 0) * quantity for sku, quantity in bought.items())
     if bought_value == 0:
         return 0
-    wanted_value = sum(prices[item.sku] * item.quantity for item in wanted)
+    wanted_value = sum(prices.get(item.sku, 0) * item.quantity for item in wanted)
     return max(min(total_cents * wanted_value // bought_value, left), 0)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -61,6 +62,26 @@ def test_reserve_takes_stock_and_prices_the_order(inventory_db: SessionFactory) 
     assert stock(inventory_db, "SKU-2") == INITIAL["SKU-2"] - 1
     [reservation] = reservations(inventory_db)
     assert (reservation.id, reservation.status) == (result.reservation_id, "reserved")
+
+
+def test_reserve_records_each_lines_unit_price_as_paid(inventory_db: SessionFactory) -> None:
+    service = InventoryActivities(inventory_db)
+    service.reserve_stock(reserve("o1", ("SKU-2", 1), ("SKU-1", 2), ("SKU-1", 1)))
+    with inventory_db() as session:
+        product = session.get(Product, "SKU-1")
+        assert product is not None
+        product.price_cents = 99_999  # a price change after the order
+        session.add(product)
+        session.commit()
+
+    [reservation] = reservations(inventory_db)
+
+    # The prices the order paid, whatever the catalogue says later: refunds split by them.
+    assert json.loads(reservation.lines_json) == [
+        {"sku": "SKU-1", "quantity": 3, "unit_price_cents": PRICE["SKU-1"]},
+        {"sku": "SKU-2", "quantity": 1, "unit_price_cents": PRICE["SKU-2"]},
+    ]
+    assert reservation.total_cents == 3 * PRICE["SKU-1"] + PRICE["SKU-2"]
 
 
 def test_repeated_key_returns_first_result_without_taking_stock_again(

@@ -6,16 +6,24 @@ order claim at the same moment, and payments must never refund more than was cap
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import TypeVar
 
 import pytest
-from sqlmodel import select
+from sqlmodel import col, select, update
 from temporalio.exceptions import ApplicationError
 
-from activities.inventory import CATALOGUE, InventoryActivities, Product, ReturnClaim
+from activities.inventory import (
+    CATALOGUE,
+    InventoryActivities,
+    Product,
+    Reservation,
+    ReturnClaim,
+)
 from activities.payments import PaymentActivities, Refund
 from activities.shipping import ReturnLabel, ShippingActivities
 from common.db import SessionFactory
@@ -25,7 +33,9 @@ from workflows.models import (
     CapturePaymentInput,
     CreateShipmentInput,
     OrderItem,
+    ReleaseStockInput,
     ReserveStockInput,
+    ReserveStockResult,
 )
 from workflows.return_models import (
     CancelReturnLabelInput,
@@ -46,16 +56,33 @@ STOCK = {p.sku: p.stock for p in CATALOGUE}
 
 def ordered(inventory_db: SessionFactory, order: str, *items: tuple[str, int]) -> int:
     """Reserve an order's items, as its checkout did; returns the order's total."""
+    return reserved(inventory_db, order, *items).total_cents
+
+
+def reserved(
+    inventory_db: SessionFactory, order: str, *items: tuple[str, int], nonce: str = "n"
+) -> ReserveStockResult:
+    """Reserve as the checkout of `order` with `nonce` did (another nonce: another saga)."""
     lines = [OrderItem(sku, quantity) for sku, quantity in items]
-    result = InventoryActivities(inventory_db).reserve_stock(
-        ReserveStockInput(f"{order}:n:reserve_stock", order, lines)
+    return InventoryActivities(inventory_db).reserve_stock(
+        ReserveStockInput(f"{order}:{nonce}:reserve_stock", order, lines)
     )
-    return result.total_cents
 
 
-def claim(return_id: str, order: str, *items: tuple[str, int]) -> ClaimReturnInput:
+def claim(
+    return_id: str, order: str, *items: tuple[str, int], reservation_id: str | None = None
+) -> ClaimReturnInput:
     lines = [OrderItem(sku, quantity) for sku, quantity in items]
-    return ClaimReturnInput(f"{return_id}:n:claim_return", order, return_id, lines)
+    return ClaimReturnInput(
+        f"{return_id}:n:claim_return", order, return_id, lines, reservation_id=reservation_id
+    )
+
+
+def reprice(inventory_db: SessionFactory, sku: str, price_cents: int) -> None:
+    """Change the catalogue's price, as a shop does between an order and its returns."""
+    with inventory_db() as session:
+        session.exec(update(Product).where(col(Product.sku) == sku).values(price_cents=price_cents))
+        session.commit()
 
 
 def refused(call: Callable[[], object]) -> str:
@@ -84,6 +111,55 @@ def test_a_claim_takes_its_share_of_the_total(inventory_db: SessionFactory) -> N
     assert first.refund_cents + last.refund_cents == total
 
 
+@pytest.mark.parametrize(
+    ("sku", "new_price"),
+    [
+        # The outside report: the other item's new price made the 18.00 bag refund 2.88.
+        ("SKU-2", 165_075),
+        # The other item made free: today's prices would refund the whole order.
+        ("SKU-2", 0),
+        # The returned item's own price went up: still only what it cost.
+        ("SKU-1", 50_000),
+    ],
+)
+def test_a_partial_return_refunds_what_its_items_cost_whatever_the_prices_now(
+    inventory_db: SessionFactory, sku: str, new_price: int
+) -> None:
+    total = ordered(inventory_db, "o1", ("SKU-1", 1), ("SKU-2", 1))
+    reprice(inventory_db, sku, new_price)
+    service = InventoryActivities(inventory_db)
+
+    bag = service.claim_return(claim("r1", "o1", ("SKU-1", 1)))
+
+    assert bag.refund_cents == PRICE["SKU-1"]  # 18.00, as paid
+    rest = service.claim_return(claim("r2", "o1", ("SKU-2", 1)))
+    assert rest.refund_cents == PRICE["SKU-2"]
+    assert bag.refund_cents + rest.refund_cents == total
+
+
+def test_a_reservation_from_before_unit_prices_splits_by_todays_prices(
+    inventory_db: SessionFactory,
+) -> None:
+    total = ordered(inventory_db, "o1", ("SKU-1", 1), ("SKU-2", 1))
+    with inventory_db() as session:  # a row reserved before lines carried their price
+        reservation = session.exec(select(Reservation)).one()
+        lines = json.loads(reservation.lines_json)
+        reservation.lines_json = json.dumps(
+            [{"sku": x["sku"], "quantity": x["quantity"]} for x in lines]
+        )
+        session.add(reservation)
+        session.commit()
+    reprice(inventory_db, "SKU-2", 1_800)
+    service = InventoryActivities(inventory_db)
+
+    bag = service.claim_return(claim("r1", "o1", ("SKU-1", 1)))
+
+    # Nothing better is known of what it paid: half the total, by today's equal prices.
+    assert bag.refund_cents == total // 2
+    last = service.claim_return(claim("r2", "o1", ("SKU-2", 1)))
+    assert bag.refund_cents + last.refund_cents == total
+
+
 def test_claims_never_exceed_what_was_bought(inventory_db: SessionFactory) -> None:
     ordered(inventory_db, "o1", ("SKU-1", 2))
     service = InventoryActivities(inventory_db)
@@ -104,6 +180,77 @@ def test_an_order_without_a_reservation_is_not_returnable(inventory_db: SessionF
     assert refused(lambda: service.claim_return(claim("r1", "nope", ("SKU-1", 1)))) == (
         ReturnError.NOT_RETURNABLE
     )
+
+
+def test_an_order_id_used_again_never_shares_claims_with_the_old_order(
+    inventory_db: SessionFactory,
+) -> None:
+    # The same order ID twice (the second after Temporal's retention forgot the first):
+    # two sagas, two reservations. Each one's returns claim only against its own.
+    first = reserved(inventory_db, "o1", ("SKU-1", 2), nonce="n1")
+    service = InventoryActivities(inventory_db)
+    service.claim_return(claim("r1", "o1", ("SKU-1", 1), reservation_id=first.reservation_id))
+    reprice(inventory_db, "SKU-1", 2_000)
+    second = reserved(inventory_db, "o1", ("SKU-1", 2), nonce="n2")
+
+    # The first order's claim takes nothing of the second's two.
+    both = service.claim_return(
+        claim("r2", "o1", ("SKU-1", 2), reservation_id=second.reservation_id)
+    )
+    assert both.refund_cents == second.total_cents == 2 * 2_000
+    # And the second's claims take nothing of the first's one left.
+    one = service.claim_return(claim("r3", "o1", ("SKU-1", 1), reservation_id=first.reservation_id))
+    assert one.refund_cents == first.total_cents - PRICE["SKU-1"]
+    for order_reservation, return_id in ((first, "r4"), (second, "r5")):
+        over = claim(return_id, "o1", ("SKU-1", 1), reservation_id=order_reservation.reservation_id)
+        assert refused(partial(service.claim_return, over)) == ReturnError.EXCEEDS_ORDER
+    with inventory_db() as session:
+        keyed = {c.return_id: c.reservation_id for c in session.exec(select(ReturnClaim))}
+    assert keyed == {
+        "r1": first.reservation_id,
+        "r2": second.reservation_id,
+        "r3": first.reservation_id,
+    }
+
+
+def test_a_claim_on_a_reservation_not_held_by_its_order_is_not_returnable(
+    inventory_db: SessionFactory,
+) -> None:
+    mine = reserved(inventory_db, "o1", ("SKU-1", 1))
+    theirs = reserved(inventory_db, "o2", ("SKU-1", 1))
+    released = reserved(inventory_db, "o1", ("SKU-1", 1), nonce="gone")
+    service = InventoryActivities(inventory_db)
+    service.release_stock(ReleaseStockInput("o1:gone:undo", "o1:gone:reserve_stock", "o1"))
+
+    for n, reservation_id in enumerate(
+        ("res-missing", theirs.reservation_id, released.reservation_id)
+    ):
+        wrong = claim(f"r{n}", "o1", ("SKU-1", 1), reservation_id=reservation_id)
+        assert refused(partial(service.claim_return, wrong)) == ReturnError.NOT_RETURNABLE
+    ok = claim("r9", "o1", ("SKU-1", 1), reservation_id=mine.reservation_id)
+    assert service.claim_return(ok).refund_cents == PRICE["SKU-1"]
+
+
+def test_claims_made_before_reservations_were_recorded_still_count(
+    inventory_db: SessionFactory,
+) -> None:
+    first = reserved(inventory_db, "o1", ("SKU-1", 2), nonce="n1")
+    service = InventoryActivities(inventory_db)
+    # A return started before returns carried the reservation claims by order ID...
+    service.claim_return(claim("r1", "o1", ("SKU-1", 2)))
+    with inventory_db() as session:  # ...and its row predates the column: no reservation
+        row = session.exec(select(ReturnClaim)).one()
+        assert row.reservation_id == first.reservation_id  # recorded from now on
+        row.reservation_id = None
+        session.add(row)
+        session.commit()
+
+    again = claim("r2", "o1", ("SKU-1", 1), reservation_id=first.reservation_id)
+    assert refused(lambda: service.claim_return(again)) == ReturnError.EXCEEDS_ORDER
+    # A later order with the same ID owes nothing to that old claim.
+    second = reserved(inventory_db, "o1", ("SKU-1", 2), nonce="n2")
+    later = claim("r3", "o1", ("SKU-1", 2), reservation_id=second.reservation_id)
+    assert service.claim_return(later).refund_cents == second.total_cents
 
 
 def test_a_released_claim_is_returnable_again(inventory_db: SessionFactory) -> None:
