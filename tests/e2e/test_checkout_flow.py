@@ -178,11 +178,15 @@ def assert_services_consistent(system: System) -> None:
     assert {o for o, _, status in shipments if status == "created"} == completed
     assert {status for _, _, status, _ in payments} <= {"captured", "voided"}
 
+    # An order held for approval also took a slot in the payments hold ledger: an effect
+    # of its own (released once decided), under the hold step's key.
+    holds = system.rows("payments", "SELECT hold_key, status FROM payments_approval_hold")
     effects = {
         "inventory": {key: status for _, key, status, _, _ in reservations},
-        "payments": {key: status for _, key, status, _ in payments},
+        "payments": {key: status for _, key, status, _ in payments} | dict(holds),
         "shipping": {key: status for _, key, status in shipments},
     }
+    assert {status for _, status in holds} <= {"released"}, "a hold outlived its order"
     for service, undone in (
         ("inventory", "released"),
         ("payments", "voided"),
@@ -202,11 +206,14 @@ def assert_one_effect_per_key(
     """
     keys = {key for (key,) in system.rows(service, "SELECT key FROM idempotency_record")}
     assert {k.split(":", 1)[0] for k in keys} <= set(system.finals)
-    step_keys = {k.removesuffix(":undo") for k in keys if not k.endswith(":capture_payment")}
+    # Steps that change a row of another step instead of making their own.
+    no_row = (":capture_payment", ":release_approval_hold")
+    step_keys = {k.removesuffix(":undo") for k in keys if not k.endswith(no_row)}
     for key in step_keys:
         assert key in effects, f"{service}: {key} recorded without its effect"
         if f"{key}:undo" in keys:
-            assert effects[key] == undone, f"{service}: {key} undone but {effects[key]}"
+            state = "released" if key.endswith(":hold_for_approval") else undone
+            assert effects[key] == state, f"{service}: {key} undone but {effects[key]}"
     for key in keys:
         if key.endswith(":capture_payment"):
             authorization = key.replace(":capture_payment", ":authorize_payment")

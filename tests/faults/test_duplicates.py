@@ -91,7 +91,11 @@ async def test_repeated_cancels_are_harmless_and_answered_alike(system: FaultSys
     nonce = await nonce_of(system, order_id)
     assert _undo_keys(system, order_id) == {
         "inventory": [f"{order_id}:{nonce}:reserve_stock:undo"],
-        "payments": [f"{order_id}:{nonce}:authorize_payment:undo"],
+        # The customer's slot in the hold ledger was given back once too.
+        "payments": [
+            f"{order_id}:{nonce}:authorize_payment:undo",
+            f"{order_id}:{nonce}:hold_for_approval:undo",
+        ],
     }
     assert system.invariant_violations() == []
 
@@ -131,9 +135,12 @@ async def test_repeated_approvals_decide_once_and_cancels_after_shipping_are_409
     }
     assert [s["name"] for s in final["steps"]].count("capture_payment") == 1
     nonce = await nonce_of(system, order_id)
+    # The hold for approval was taken and, once decided, freed: each once.
     assert system.recorded_keys("payments", f"{order_id}:") == [
         f"{order_id}:{nonce}:authorize_payment",
         f"{order_id}:{nonce}:capture_payment",
+        f"{order_id}:{nonce}:hold_for_approval",
+        f"{order_id}:{nonce}:release_approval_hold",
     ]
     assert system.invariant_violations() == []
 
