@@ -8,6 +8,7 @@ from fastapi import Depends, Request
 from temporalio.client import Client
 
 from api.coordination import CoordinationView
+from api.idempotency import IdempotencyLedger
 from common.settings import Settings, get_settings
 
 
@@ -27,3 +28,12 @@ def get_coordination(request: Request) -> CoordinationView:
 
 
 CoordinationDep = Annotated[CoordinationView, Depends(get_coordination)]
+
+
+def get_idempotency(request: Request) -> IdempotencyLedger:
+    # Made once per API process in create_app, on the gateway database's engine.
+    ledger: IdempotencyLedger = request.app.state.idempotency
+    return ledger
+
+
+IdempotencyDep = Annotated[IdempotencyLedger, Depends(get_idempotency)]

@@ -17,16 +17,17 @@ whose row was lost, or one from before the ledger) writes the row then.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Request
 from sqlalchemy import delete
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlmodel import Field, Session, SQLModel, col
 from starlette.concurrency import run_in_threadpool
+from temporalio.client import WorkflowExecutionDescription
 
 from api.errors import ApiError, UnprocessableRequest
 from api.temporal_calls import IDEMPOTENCY_SECRET
@@ -59,6 +60,10 @@ class KeyUse:
     started_at: datetime
     expires_at: datetime
 
+
+# The memo a keyed saga starts with: the hash of the request that started it, so a repeat
+# with another body is told apart (422) from a replay.
+REQUEST_HASH_MEMO = "request_sha256"
 
 # For the routes' OpenAPI 409 entries.
 FORGOTTEN = (
@@ -184,21 +189,38 @@ class KeyedRequest:
         except SQLAlchemyError as err:
             log.warning("Idempotency-Key of %s not recorded: %s", self.saga_id, err)
 
-    def forgotten(self, request_sha256: str, noun: str) -> ApiError:
-        """The answer when Temporal no longer has the saga this key started."""
-        assert self.earlier is not None
-        if self.earlier.request_sha256 != request_sha256:
-            return key_reused(noun)
-        return SagaForgotten(self.earlier)
+    async def replayed(
+        self,
+        describe_saga: Callable[[], Awaitable[WorkflowExecutionDescription]],
+        request_sha256: str,
+        noun: str,
+    ) -> WorkflowExecutionDescription:
+        """The saga an earlier request with this key started, for a replay of it.
 
+        Args:
+            describe_saga: the gateway's describe of the saga, raising its 404 when unknown.
+            request_sha256: this request's hash.
+            noun: what the saga is called in an answer ("order", "return").
 
-def get_idempotency(request: Request) -> IdempotencyLedger:
-    # Made once per API process in create_app, on the gateway database's engine.
-    ledger: IdempotencyLedger = request.app.state.idempotency
-    return ledger
+        Returns:
+            The saga's description, started by a request with the same body.
 
-
-IdempotencyDep = Annotated[IdempotencyLedger, Depends(get_idempotency)]
+        Raises:
+            UnprocessableRequest: the key started its saga with another body (422).
+            SagaForgotten: the ledger remembers the key, Temporal no longer the saga (409).
+            ApiError: the describe's own 404 when neither knows it.
+        """
+        try:
+            existing = await describe_saga()
+        except ApiError as err:
+            if err.status_code != 404 or self.earlier is None:
+                raise
+            if self.earlier.request_sha256 != request_sha256:
+                raise key_reused(noun) from None
+            raise SagaForgotten(self.earlier) from None
+        if await existing.memo_value(REQUEST_HASH_MEMO, None) != request_sha256:
+            raise key_reused(noun)
+        return existing
 
 
 async def idempotency_secret(request: Request) -> bytes:

@@ -34,7 +34,7 @@ from api.errors import (
     OrderNotFound,
     UnprocessableRequest,
 )
-from api.idempotency import KeyedRequest, key_reused
+from api.idempotency import REQUEST_HASH_MEMO, KeyedRequest
 from api.principals import Principal
 from api.schemas import OrderIn
 from api.temporal_calls import bounded, describe, keyed_id, refusal
@@ -59,7 +59,6 @@ from workflows.search_attributes import CUSTOMER_ID, ORDER_STATUS
 from workflows.steps import escape_markdown
 
 ORDER_ID_RE = re.compile(r"^order-[0-9a-f]{32}$")
-REQUEST_HASH_MEMO = "request_sha256"
 # The trace of the POST that started the saga, so GET /orders/{id} can point at it.
 TRACE_ID_MEMO = "trace_id"
 
@@ -205,14 +204,9 @@ async def _replayed(
     client: Client, settings: Settings, order_id: str, fingerprint: str, keyed: KeyedRequest
 ) -> OrderState:
     """The state of the order an earlier request with the same key and body started."""
-    try:
-        existing = await describe_order(client, settings, order_id)
-    except OrderNotFound:
-        if keyed.earlier is None:
-            raise
-        raise keyed.forgotten(fingerprint, "order") from None
-    if await existing.memo_value(REQUEST_HASH_MEMO, None) != fingerprint:
-        raise key_reused("order")
+    existing = await keyed.replayed(
+        lambda: describe_order(client, settings, order_id), fingerprint, "order"
+    )
     state = existing.typed_search_attributes.get(ORDER_STATUS) or OrderState.PENDING.value
     return OrderState(state)
 
@@ -309,21 +303,31 @@ async def decide_order(
     return await _update(client, settings, order_id, "decide", decision, closed)
 
 
-async def retry_order_compensations(
-    client: Client, settings: Settings, order_id: str, operator: str
-) -> OrderStatus:
-    request = RetryCompensationsRequest(operator=operator)
-    closed = "order is {state}, not FAILED"
-    return await _update(client, settings, order_id, "retry_compensations", request, closed)
-
-
 async def retry_order(
-    client: Client, settings: Settings, order_id: str, operator: str
+    client: Client,
+    settings: Settings,
+    order_id: str,
+    operator: str,
+    *,
+    compensations_only: bool = False,
 ) -> OrderStatus:
-    """Run again whatever of the order failed for good: a step past the pivot or compensations."""
+    """Run again what of the order failed for good (a 409 when nothing did).
+
+    Args:
+        client: The Temporal client.
+        settings: The gateway's settings.
+        order_id: The order.
+        operator: Who asks, on record in the saga.
+        compensations_only: Only failed compensations (`/retry-compensations`); else also
+            a step past the pivot (`/retry`).
+
+    Returns:
+        The order's status as the retry begins.
+    """
     request = RetryCompensationsRequest(operator=operator)
+    update = "retry_compensations" if compensations_only else "retry"
     closed = "order is {state}, not FAILED"
-    return await _update(client, settings, order_id, "retry", request, closed)
+    return await _update(client, settings, order_id, update, request, closed)
 
 
 async def _update(

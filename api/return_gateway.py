@@ -32,7 +32,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.errors import ApiError
-from api.idempotency import KeyedRequest, key_reused
+from api.idempotency import REQUEST_HASH_MEMO, KeyedRequest
 from api.order_gateway import describe_order, owns, task_queues
 from api.principals import Principal
 from api.return_schemas import ReturnIn, ReturnSummary
@@ -65,7 +65,6 @@ from workflows.search_attributes import (
 from workflows.steps import escape_markdown
 
 RETURN_ID_RE = re.compile(r"^return-[0-9a-f]{32}$")
-REQUEST_HASH_MEMO = "request_sha256"
 RETURNS = SagaIndex(ReturnWorkflow.__name__, RETURN_STATUS)
 # Claims the ledger refused: the return ends at once, and the request answers 409.
 REFUSED = {
@@ -205,14 +204,9 @@ async def _replayed(
     client: Client, settings: Settings, return_id: str, fingerprint: str, keyed: KeyedRequest
 ) -> None:
     """Check that the return this key started had the same body, and is still known."""
-    try:
-        existing = await describe_return(client, settings, return_id)
-    except ReturnNotFound:
-        if keyed.earlier is None:
-            raise
-        raise keyed.forgotten(fingerprint, "return") from None
-    if await existing.memo_value(REQUEST_HASH_MEMO, None) != fingerprint:
-        raise key_reused("return")
+    await keyed.replayed(
+        lambda: describe_return(client, settings, return_id), fingerprint, "return"
+    )
 
 
 async def _claimed(client: Client, settings: Settings, return_id: str) -> ReturnStatus:

@@ -20,7 +20,7 @@ from api.order_gateway import (
     order_input,
     owns,
     request_hash,
-    retry_order_compensations,
+    retry_order,
     start_order,
     task_queues,
 )
@@ -44,7 +44,7 @@ __all__ = [
     "owns",
     "refusal",
     "request_hash",
-    "retry_order_compensations",
+    "retry_order",
     "start_order",
     "task_queues",
 ]

@@ -57,10 +57,7 @@ def undo_activity(saga_type: str, step: str) -> str:
     Raises:
         KeyError: the saga declares no compensation for that step.
     """
-    for compensation in BY_SAGA[saga_type]:
-        if compensation.step == step:
-            return compensation.activity
-    raise KeyError(f"{saga_type} declares no compensation for {step!r}")
+    return undo_activities(saga_type)[step]
 
 
 def undo_activities(saga_type: str) -> dict[str, str]:

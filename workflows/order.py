@@ -229,7 +229,8 @@ class OrderWorkflow:
     @workflow.update
     async def retry_compensations(self, request: RetryCompensationsRequest) -> OrderStatus:
         workflow.logger.info("operator %s retries failed compensations", request.operator)
-        return await self._retry_begun()
+        await self._retries.request()
+        return self._status
 
     @retry_compensations.validator
     def _validate_retry_compensations(self, request: RetryCompensationsRequest) -> None:
@@ -241,7 +242,8 @@ class OrderWorkflow:
     async def retry(self, request: RetryCompensationsRequest) -> OrderStatus:
         """Run again whatever failed for good: a step past the pivot, or compensations."""
         workflow.logger.info("operator %s retries what failed", request.operator)
-        return await self._retry_begun()
+        await self._retries.request()
+        return self._status
 
     @retry.validator
     def _validate_retry(self, request: RetryCompensationsRequest) -> None:
@@ -257,12 +259,6 @@ class OrderWorkflow:
                 if state == OrderState.FAILED
                 else f"order is {state.value}; only a FAILED order can be retried"
             )
-
-    async def _retry_begun(self) -> OrderStatus:
-        self._retries.requested = True
-        # Answer once the retry has begun; the caller follows it through the status.
-        await workflow.wait_condition(lambda: not self._retries.requested)
-        return self._status
 
     @workflow.update
     async def decide(self, decision: ApprovalDecision) -> OrderStatus:

@@ -218,9 +218,7 @@ class ReturnWorkflow:
     @workflow.update
     async def retry(self, request: RetryCompensationsRequest) -> ReturnStatus:
         workflow.logger.info("operator %s retries what failed", request.operator)
-        self._retries.requested = True
-        # Answer once the retry has begun; the caller follows it through the status.
-        await workflow.wait_condition(lambda: not self._retries.requested)
+        await self._retries.request()
         return self._status
 
     @retry.validator

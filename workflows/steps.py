@@ -367,6 +367,12 @@ class OperatorRetries:
         # How many retries an operator asked for (each one is a new round of the saga).
         self.taken = 0
 
+    async def request(self) -> None:
+        """An operator's retry (the sagas' `retry` updates): returns once it has begun,
+        so the update answers with the saga already moving again."""
+        self.requested = True
+        await workflow.wait_condition(lambda: not self.requested)
+
     async def wait(self, record: StepRecord | None) -> None:
         """Until an operator asks for a retry; `record` is the failed step, if one is."""
         while not self.requested:

@@ -12,9 +12,9 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from temporalio.client import Client
 
 from api.auth import OperatorDep, PrincipalDep
-from api.deps import ClientDep, CoordinationDep, SettingsDep
+from api.deps import ClientDep, CoordinationDep, IdempotencyDep, SettingsDep
 from api.errors import OPERATOR_ANSWERS, error_responses
-from api.idempotency import FORGOTTEN, IdempotencyDep, KeyedRequest, idempotency_secret
+from api.idempotency import FORGOTTEN, KeyedRequest, idempotency_secret
 from api.order_gateway import (
     cancel_order,
     customer_for,
@@ -23,7 +23,6 @@ from api.order_gateway import (
     order_exists,
     order_id_for,
     retry_order,
-    retry_order_compensations,
     start_order,
 )
 from api.principals import Principal
@@ -235,7 +234,7 @@ async def retry_compensations(
     body: DecisionIn | None = None,
 ) -> OrderStatusOut:
     return OrderStatusOut.of(
-        await retry_order_compensations(client, settings, order_id, operator.name)
+        await retry_order(client, settings, order_id, operator.name, compensations_only=True)
     )
 
 

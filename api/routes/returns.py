@@ -13,9 +13,9 @@ from fastapi import APIRouter, Query, Request, Response
 
 from api.auth import OperatorDep, PrincipalDep
 from api.coordination import RETURN
-from api.deps import ClientDep, CoordinationDep, SettingsDep
+from api.deps import ClientDep, CoordinationDep, IdempotencyDep, SettingsDep
 from api.errors import OPERATOR_ANSWERS, error_responses
-from api.idempotency import FORGOTTEN, IdempotencyDep, KeyedRequest, idempotency_secret
+from api.idempotency import FORGOTTEN, KeyedRequest, idempotency_secret
 from api.return_gateway import (
     cancel_return,
     list_returns,

@@ -31,14 +31,13 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from temporalio import activity
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
-from temporalio.exceptions import ApplicationError
 
-from activities.payments import PaymentActivities
-from activities.shipping import ShippingActivities
+from tests.support.api_client import poll
 from tests.support.temporal import dev_server_env, time_skipping_env
 from tests.workflows.helpers import (
+    RefusingCaptures,
+    RefusingLabelCancels,
     RefusingVoids,
     Services,
     build_services,
@@ -47,19 +46,10 @@ from tests.workflows.helpers import (
     start_order,
     wait_for_status,
 )
-from workflows.models import (
-    CapturePaymentInput,
-    CapturePaymentResult,
-    OrderItem,
-    RetryCompensationsRequest,
-)
+from workflows.models import OrderItem, RetryCompensationsRequest
 from workflows.order import OrderWorkflow
 from workflows.registry import SAGA_WORKFLOWS
-from workflows.return_models import (
-    CancelReturnLabelInput,
-    CancelReturnLabelResult,
-    ReturnInput,
-)
+from workflows.return_models import ReturnInput
 from workflows.returns import ReturnWorkflow
 
 HERE = Path(__file__).parent
@@ -79,22 +69,14 @@ async def _retry(handle: WorkflowHandle[Any, Any]) -> None:
 
 
 async def capture_failed_retry(client: Client, services: Services, before: bool) -> str:
-    refusing = {"fixed": False}
-    capture = PaymentActivities(services.payments).capture_payment
-
-    @activity.defn(name="capture_payment")
-    def refused(input: CapturePaymentInput) -> CapturePaymentResult:
-        if not refusing["fixed"]:
-            raise ApplicationError("not capturable", type="NotCapturable", non_retryable=True)
-        return capture(input)
-
+    gateway = RefusingCaptures(services)
     queue = f"record-{uuid.uuid4()}"
-    activities = services.activities(replace={"capture_payment": refused})
+    activities = services.activities(replace={"capture_payment": gateway.capture_payment})
     async with running_worker(client, queue, activities):
         handle = await start_order(client, order_input(queue), queue)
         await wait_for_status(handle, lambda status: status.status == "FAILED")
         if not before:
-            refusing["fixed"] = True
+            gateway.fixed = True
             await _retry(handle)
         return await _history(handle)
 
@@ -133,17 +115,9 @@ async def hold_limit(client: Client, services: Services, before: bool) -> str:
 
 
 async def return_cancel_while_failed(client: Client, services: Services, before: bool) -> str:
-    refusing = {"fixed": False}
-    cancel = ShippingActivities(services.shipping).cancel_return_label
-
-    @activity.defn(name="cancel_return_label")
-    def refused(input: CancelReturnLabelInput) -> CancelReturnLabelResult:
-        if not refusing["fixed"]:
-            raise ApplicationError("carrier refuses", type="CancelRefused", non_retryable=True)
-        return cancel(input)
-
+    carrier = RefusingLabelCancels(services)
     queue = f"record-{uuid.uuid4()}"
-    activities = services.activities(replace={"cancel_return_label": refused})
+    activities = services.activities(replace={"cancel_return_label": carrier.cancel_return_label})
     async with running_worker(client, queue, activities, workflows=SAGA_WORKFLOWS):
         order = await start_order(client, order_input(queue), queue)
         await wait_for_status(order, lambda status: status.status == "COMPLETED")
@@ -164,17 +138,13 @@ async def return_cancel_while_failed(client: Client, services: Services, before:
         await handle.cancel()
         if not before:
             await _until_return(handle, lambda status: status.cancel_ignored)
-            refusing["fixed"] = True
+            carrier.fixed = True
             await _retry(handle)
         return await _history(handle)
 
 
 async def _until_return(handle: WorkflowHandle[Any, Any], condition: Callable[[Any], bool]) -> None:
-    for _ in range(600):
-        if condition(await handle.query(ReturnWorkflow.status)):
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("the return never reached the condition")
+    await poll(lambda: handle.query(ReturnWorkflow.status), condition, within=30)
 
 
 ON_DEV_SERVER: dict[str, Recorder] = {

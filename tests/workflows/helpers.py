@@ -27,6 +27,8 @@ from common.db import SessionFactory, create_tables, make_engine, session_factor
 from common.services import BUSINESS_NAMES
 from workflows.models import (
     Address,
+    CapturePaymentInput,
+    CapturePaymentResult,
     OrderInput,
     OrderItem,
     OrderStatus,
@@ -35,6 +37,7 @@ from workflows.models import (
     VoidPaymentResult,
 )
 from workflows.order import OrderWorkflow
+from workflows.return_models import CancelReturnLabelInput, CancelReturnLabelResult
 
 T = TypeVar("T")
 
@@ -136,6 +139,36 @@ class RefusingVoids:
         if not self.fixed:
             raise ApplicationError("gateway refuses voids", type="VoidRefused", non_retryable=True)
         return self._void(input)
+
+
+class RefusingCaptures:
+    """A payment gateway whose captures fail for good (NotCapturable) until `fixed`."""
+
+    def __init__(self, services: Services) -> None:
+        self.fixed = False
+        self.refused = 0
+        self._capture = PaymentActivities(services.payments).capture_payment
+
+    @activity.defn(name="capture_payment")
+    def capture_payment(self, input: CapturePaymentInput) -> CapturePaymentResult:
+        if not self.fixed:
+            self.refused += 1
+            raise ApplicationError("not capturable", type="NotCapturable", non_retryable=True)
+        return self._capture(input)
+
+
+class RefusingLabelCancels:
+    """A carrier that refuses to cancel labels for good until `fixed`."""
+
+    def __init__(self, services: Services) -> None:
+        self.fixed = False
+        self._cancel = ShippingActivities(services.shipping).cancel_return_label
+
+    @activity.defn(name="cancel_return_label")
+    def cancel_return_label(self, input: CancelReturnLabelInput) -> CancelReturnLabelResult:
+        if not self.fixed:
+            raise ApplicationError("carrier refuses", type="CancelRefused", non_retryable=True)
+        return self._cancel(input)
 
 
 def new_id(prefix: str) -> str:

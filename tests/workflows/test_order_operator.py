@@ -14,15 +14,13 @@ import asyncio
 import dataclasses
 
 import pytest
-from temporalio import activity
 from temporalio.client import WorkflowExecutionStatus, WorkflowUpdateFailedError
-from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
-from activities.payments import PaymentActivities
 from tests.workflows.helpers import (
     INITIAL_STOCK,
     PRICE,
+    RefusingCaptures,
     RefusingVoids,
     Services,
     order_input,
@@ -36,8 +34,6 @@ from tests.workflows.helpers import (
     wait_for_status,
 )
 from workflows.models import (
-    CapturePaymentInput,
-    CapturePaymentResult,
     FailureReason,
     OrderInput,
     OrderState,
@@ -49,22 +45,6 @@ from workflows.steps import IGNORED_WHILE_FAILED_NOTE
 
 # SKU-3 costs 189_000 cents, above the default approval threshold of 100_000.
 HIGH_VALUE = [("SKU-3", 1)]
-
-
-class RefusingCaptures:
-    """A payment gateway whose captures fail for good (NotCapturable) until `fixed`."""
-
-    def __init__(self, services: Services) -> None:
-        self.fixed = False
-        self.refused = 0
-        self._capture = PaymentActivities(services.payments).capture_payment
-
-    @activity.defn(name="capture_payment")
-    def capture_payment(self, input: CapturePaymentInput) -> CapturePaymentResult:
-        if not self.fixed:
-            self.refused += 1
-            raise ApplicationError("not capturable", type="NotCapturable", non_retryable=True)
-        return self._capture(input)
 
 
 def same_customer(first: OrderInput, input: OrderInput) -> OrderInput:

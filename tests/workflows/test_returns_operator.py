@@ -11,11 +11,10 @@ import threading
 
 from temporalio import activity
 from temporalio.client import WorkflowExecutionStatus
-from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
 from activities.shipping import ShippingActivities
-from tests.workflows.helpers import Services, result_of, running_worker
+from tests.workflows.helpers import RefusingLabelCancels, Services, result_of, running_worker
 from tests.workflows.test_returns import (
     awaiting_parcel,
     completed_order,
@@ -28,8 +27,6 @@ from tests.workflows.test_returns import (
 from workflows.models import RetryCompensationsRequest
 from workflows.registry import SAGA_WORKFLOWS
 from workflows.return_models import (
-    CancelReturnLabelInput,
-    CancelReturnLabelResult,
     IssueReturnLabelInput,
     IssueReturnLabelResult,
     ReceiveRequest,
@@ -50,20 +47,6 @@ class SlowLabels:
     def issue_return_label(self, input: IssueReturnLabelInput) -> IssueReturnLabelResult:
         self.go.wait(timeout=4)
         return self._issue(input)
-
-
-class RefusingLabelCancels:
-    """A carrier that refuses to cancel labels for good until `fixed`."""
-
-    def __init__(self, services: Services) -> None:
-        self.fixed = False
-        self._cancel = ShippingActivities(services.shipping).cancel_return_label
-
-    @activity.defn(name="cancel_return_label")
-    def cancel_return_label(self, input: CancelReturnLabelInput) -> CancelReturnLabelResult:
-        if not self.fixed:
-            raise ApplicationError("carrier refuses", type="CancelRefused", non_retryable=True)
-        return self._cancel(input)
 
 
 async def test_a_parcel_is_received_only_once_its_label_exists(
